@@ -128,8 +128,16 @@ def _build_cli_class():
             parser.add_argument("--run.ckpt_every_n_steps", type=int, default=0,
                                 help="also write last.ckpt every n steps (bounds what a SIGKILL loses; 0: off)")
             # evaluation protocol of `validate` (cnnrepro/eval/protocols.py); `fit` validates with the centre crop
-            parser.add_argument("--protocol", type=Literal["center", "flip", "tencrop", "dense", "multicrop144"],
+            from cnnrepro.eval.protocols import PROTOCOLS, TENCROP_VARIANTS
+
+            parser.add_argument("--protocol", type=Literal[PROTOCOLS],
                                 default="center", help="validate: the paper's test protocol")
+            parser.add_argument("--protocol_tencrop_variant", type=Optional[Literal[TENCROP_VARIANTS]], default=None,
+                                help="tencrop: alexnet (corners of the central square, softmax averaged; default), "
+                                     "torchvision (TenCrop of the whole image), fb (fb.resnet.torch: whole image, "
+                                     "bicubic, logits summed)")
+            parser.add_argument("--protocol_reduced_decode", type=bool, default=False,
+                                help="decode large JPEGs at a reduced DCT scale (faster, other pixels); default off")
             parser.add_argument("--protocol_scales", type=Optional[list[int]], default=None,
                                 help="shorter side(s): one for center/flip/tencrop, the Qs of dense, "
                                      "the 4 scales of multicrop144 (default 256,288,320,352)")
@@ -270,7 +278,8 @@ def _build_cli_class():
                 "samples_expected": expected,
                 "protocol": self.eval_protocol.name if self.eval_protocol else "center",
                 "protocol_params": self.eval_protocol.params if self.eval_protocol
-                else {"resize": dm.hparams.resize, "crop": dm.hparams.crop, "scales": [dm.hparams.resize]},
+                else getattr(dm.eval_transform, "params", None)
+                or {"resize": dm.hparams.resize, "crop": dm.hparams.crop, "scales": [dm.hparams.resize]},
                 "ckpt_path": self.config_init[self.subcommand].get("ckpt_path"),
                 "seed": self.config_init[self.subcommand].get("seed_everything"),
                 "top1": round(val["top1"], 4),
@@ -302,24 +311,27 @@ def _build_cli_class():
             print(f"\nrun record: {path}")
             print(render_markdown(table_rows([{**rec, "record_path": str(path)}], load_paper_numbers())))
 
-        def _protocol_args(self) -> tuple[str, list[int] | None, float | None]:
+        def _protocol_args(self) -> tuple[str, list[int] | None, float | None, str | None, bool]:
             cfg = self.config_init[self.subcommand]
-            return cfg.get("protocol") or "center", cfg.get("protocol_scales"), cfg.get("protocol_crop_ratio")
+            return (cfg.get("protocol") or "center", cfg.get("protocol_scales"), cfg.get("protocol_crop_ratio"),
+                    cfg.get("protocol_tencrop_variant"), bool(cfg.get("protocol_reduced_decode")))
 
         def before_fit(self):
-            name, scales, ratio = self._protocol_args()
-            if name != "center" or scales is not None or ratio is not None:
-                raise CliError("--protocol/--protocol_scales/--protocol_crop_ratio apply to `cnnrepro validate`; "
-                               "fit validates every epoch with the recipe's centre crop (data.resize, data.crop)")
+            name, scales, ratio, variant, reduced = self._protocol_args()
+            if name != "center" or scales is not None or ratio is not None or variant is not None or reduced:
+                raise CliError("--protocol/--protocol_scales/--protocol_crop_ratio/--protocol_tencrop_variant/"
+                               "--protocol_reduced_decode apply to `cnnrepro validate`; fit validates every epoch "
+                               "with the recipe's centre crop (data.resize, data.crop)")
 
         def before_validate(self):
             from cnnrepro.eval import ProtocolError, build_protocol
 
-            name, scales, ratio = self._protocol_args()
+            name, scales, ratio, variant, reduced = self._protocol_args()
             dm = self.datamodule
             try:
                 self.eval_protocol = build_protocol(name, crop=dm.hparams.crop, resize=dm.hparams.resize,
-                                                    scales=scales, crop_ratio=ratio)
+                                                    scales=scales, crop_ratio=ratio, tencrop_variant=variant,
+                                                    reduced_decode=reduced)
             except ProtocolError as e:
                 raise CliError(str(e)) from None
             dm.protocol = self.model.eval_protocol = self.eval_protocol

@@ -20,14 +20,20 @@ import torch
 from PIL import Image, ImageEnhance
 from torch import nn
 
-__all__ = ["decode_rgb", "decode_for_crop", "crop_resized_uint8", "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop", "BatchNormalize",
-           "TRAIN_TRANSFORMS"]
+__all__ = ["decode_rgb", "decode_for_crop", "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset",
+           "center_crop", "eval_preprocessing", "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop",
+           "BatchNormalize", "TRAIN_TRANSFORMS"]
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
-    """Decode JPEG bytes to RGB. With ``min_side``, let libjpeg decode at a reduced DCT scale
-    (1/2, 1/4, 1/8) as long as the shorter side stays >= min_side: the later resize gives the
-    same geometry at a fraction of the decoding cost."""
+    """Decode JPEG bytes to RGB, at full size unless ``min_side`` is given.
+
+    With ``min_side`` libjpeg decodes at a reduced DCT scale (1/2, 1/4, 1/8) as long as the
+    shorter side stays >= min_side ("draft" mode): the later resize gives the same geometry at a
+    fraction of the decoding cost, but not the same pixels. Training uses it; evaluation decodes
+    at full size unless a protocol opts in (``--protocol_reduced_decode``), so that a validation
+    number is measured on the pixels torchvision's and timm's reference evaluations see.
+    """
     img = Image.open(io.BytesIO(data))
     if min_side is not None and img.format == "JPEG":
         w, h = img.size
@@ -77,18 +83,50 @@ def crop_resized_uint8(data: bytes, out: int, sample_box) -> torch.Tensor:
     return to_uint8_tensor(img.resize((out, out), Image.BILINEAR, box=box))
 
 
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+def resized_size(w: int, h: int, size: int) -> tuple[int, int]:
+    """(w, h) after scaling the shorter side to ``size``: the longer side is ``int(size * long /
+    short)``, truncated, exactly as torchvision's ``Resize(size)`` computes it
+    (``transforms.functional._compute_resized_output_size``, torchvision 0.29). Rounding instead
+    moves half of ImageNet's images by one pixel against every library's reference evaluation."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_long = int(size * long / short)
+    return (size, new_long) if w <= h else (new_long, size)
+
+
+def resize_shorter(img: Image.Image, size: int, resample=Image.BILINEAR) -> Image.Image:
+    """Isotropic rescale so the shorter side is ``size``; PIL's antialiased filter (bilinear by
+    default), the same call torchvision's ``Resize`` makes on a PIL image. An image already of
+    that size is returned untouched, as torchvision does."""
     w, h = img.size
-    if min(w, h) == size:
+    out = resized_size(w, h, size)
+    if out == (w, h):
         return img
-    s = size / min(w, h)
-    return img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+    return img.resize(out, resample)
+
+
+def center_offset(length: int, size: int) -> int:
+    """Left/top offset of a centred ``size`` window in ``length`` pixels, as torchvision's
+    ``center_crop`` computes it: ``int(round((length - size) / 2))``. Python's round is half to
+    even, so an odd margin of 2k+1 gives k when k is even and k+1 when k is odd; floor division
+    would differ by one pixel whenever k is odd."""
+    return int(round((length - size) / 2.0))
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
-    x0, y0 = (w - size) // 2, (h - size) // 2
+    x0, y0 = center_offset(w, size), center_offset(h, size)
     return img.crop((x0, y0, x0 + size, y0 + size))
+
+
+def eval_preprocessing(reduced_decode: bool = False, interpolation: str = "bilinear") -> dict:
+    """How an evaluation turns a file into pixels, for the run record: decoding, the resize rule,
+    the filter and the crop rounding (torchvision's, see ``resized_size`` and ``center_offset``)."""
+    return {
+        "decode": "jpeg_draft" if reduced_decode else "full",
+        "resize": "shorter side to S, longer side int(S * long / short) (torchvision Resize)",
+        "interpolation": f"{interpolation} (PIL, antialiased)",
+        "center_offset": "int(round((L - crop) / 2)), half to even (torchvision CenterCrop)",
+    }
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
@@ -119,20 +157,28 @@ class AlexNetTrain:
 
 
 class CenterCrop:
-    """Single centre crop: shorter side to ``resize``, then the central ``crop`` x ``crop``.
+    """Single centre crop: shorter side to ``resize``, then the central ``crop`` x ``crop``; the
+    pixels of torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on the same file.
 
     For AlexNet (resize 256, crop 227) this is the centre of the central 256x256 patch of
-    Sec. 2, i.e. the centre patch of the paper's ten test patches.
+    Sec. 2, i.e. the centre patch of the paper's ten test patches. JPEGs decode at full size
+    unless ``reduced_decode`` (faster on large photos, other pixels: ``decode_rgb``).
     """
 
-    def __init__(self, resize: int = 256, crop: int = 227):
+    def __init__(self, resize: int = 256, crop: int = 227, reduced_decode: bool = False):
         if crop > resize:
             raise ValueError(f"crop {crop} is larger than the resized shorter side {resize}")
-        self.resize, self.crop = resize, crop
+        self.resize, self.crop, self.reduced_decode = resize, crop, reduced_decode
+
+    @property
+    def params(self) -> dict:
+        """What the run record states about this evaluation (the ``center`` protocol's params)."""
+        return {"resize": self.resize, "crop": self.crop, "scales": [self.resize],
+                "preprocessing": eval_preprocessing(self.reduced_decode)}
 
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        img = resize_shorter(decode_rgb(data, self.resize), self.resize)
-        return to_uint8_tensor(center_crop(img, self.crop))
+        img = decode_rgb(data, self.resize if self.reduced_decode else None)
+        return to_uint8_tensor(center_crop(resize_shorter(img, self.resize), self.crop))
 
 
 class ScaleJitterTrain:

@@ -176,10 +176,10 @@ class ClassifierModule(pl.LightningModule):
     def _eval_step(self, batch):
         x, y, _idx = batch
         if self.eval_protocol is not None:
-            # `cnnrepro validate --protocol`: class posteriors averaged over the protocol's views
-            # (cnnrepro.eval.protocols); top-k of posteriors = top-k of logits for one view
+            # `cnnrepro validate --protocol`: log class scores combined over the protocol's views
+            # (cnnrepro.eval.protocols: log of the averaged posteriors, ranked without underflow)
             logits = self.eval_protocol.predict(self.model, x)  # views differ in size: eager model
-            self.val_loss.update(F.nll_loss(logits.clamp_min(1e-12).log(), y), weight=y.numel())
+            self.val_loss.update(F.nll_loss(logits, y), weight=y.numel())
         else:
             logits = self._run_model(self._input(x))
             self.val_loss.update(F.cross_entropy(logits, y), weight=y.numel())

@@ -63,9 +63,10 @@ def protocol_label(protocol: str, params: dict | None) -> str:
     """A short readable name of a protocol and its settings ("dense Q=256,384,512")."""
     p = params or {}
     if protocol in ("center", "flip", "tencrop") and "crop" in p:
-        return f"{protocol} {p['crop']}" + (f"/{p['resize']}" if p.get("resize") else "")
-    if protocol == "dense" and p.get("scales"):
-        return "dense Q=" + ",".join(map(str, p["scales"]))
+        variant = f" {p['variant']}" if p.get("variant") not in (None, "alexnet") else ""
+        return f"{protocol} {p['crop']}" + (f"/{p['resize']}" if p.get("resize") else "") + variant
+    if protocol in ("dense", "multiscale_fc", "multicrop150", "multicrop150+dense") and p.get("scales"):
+        return f"{protocol} Q=" + ",".join(map(str, p["scales"]))
     if protocol == "multicrop144" and isinstance(p.get("scales"), list):
         return "multicrop144 S=" + ",".join(map(str, p["scales"]))
     return protocol
@@ -256,7 +257,9 @@ def table_rows(records: list[dict], paper: dict, *, paper_rows: bool = False, wi
 
 
 def _implemented() -> tuple[str, ...]:
-    return ("center", "flip", "tencrop", "dense", "multicrop144")
+    from cnnrepro.eval.protocols import PROTOCOLS  # the one list of protocol names
+
+    return PROTOCOLS
 
 
 def no_paper_number_notes(paper: dict) -> list[tuple[str, str]]:

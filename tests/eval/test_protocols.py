@@ -50,8 +50,20 @@ def test_tencrop_cuts_corners_and_centre_of_the_central_square_and_mirrors_them(
 
 
 def test_tencrop_of_the_whole_image_when_asked():
-    views = TenCropViews(resize=260, crop=227, square=False)(coord_png(300, 260))
+    # torchvision's TenCrop: five crops of the image, then five crops of its mirror image; the
+    # centre offsets round half to even: (300 - 227) / 2 = 36.5 -> 36, (260 - 227) / 2 = 16.5 -> 16
+    views = TenCropViews(resize=260, crop=227, variant="torchvision")(coord_png(300, 260))
     assert [origin(v) for v in views[:5]] == [(0, 0), (73, 0), (0, 33), (73, 33), (36, 16)]
+    # the mirror image's top-left crop is the mirror of the top-right one; its centre crop sits at
+    # 36 in mirrored coordinates, i.e. x = 300 - 36 - 227 = 37: not the mirror of the centre crop
+    assert torch.equal(views[5], views[1].flip(-1)) and torch.equal(views[6], views[0].flip(-1))
+    assert origin(views[9].flip(-1)) == (37, 16)
+    # fb.resnet.torch: ceil((w - size) / 2) for the centre; bicubic resize (the size here is unchanged)
+    fb = TenCropViews(resize=260, crop=227, variant="fb")(coord_png(300, 260))
+    assert [origin(v) for v in fb[:5]] == [(0, 0), (73, 0), (0, 33), (73, 33), (37, 17)]
+    assert origin(fb[9].flip(-1)) == (36, 17)
+    with pytest.raises(ProtocolError, match="--protocol_tencrop_variant"):
+        TenCropViews(resize=260, crop=227, variant="square")
 
 
 def test_center_and_flip_views():
@@ -122,7 +134,7 @@ def test_softmax_is_averaged_over_views_not_logits():
     green = torch.zeros(3, 4, 4)
     green[1] = 4.0
     x = torch.stack([red, green]).unsqueeze(0)  # 1 x 2 x 3 x 4 x 4
-    probs = average_views(MeanColour(), x, max_batch=1)  # forwards split in chunks of one view
+    probs = average_views(MeanColour(), x, max_batch=1).exp()  # forwards split in chunks of one view
     e = np.exp
     p_red = np.array([e(2), 1, 1]) / (e(2) + 2)
     p_green = np.array([1, e(4), 1]) / (e(4) + 2)
@@ -142,7 +154,7 @@ def test_dense_averages_score_map_then_mirror_then_scales():
     a[0, 1] = a[0, 0].flip(-1)  # the mirror has the same spatial mean
     b = torch.zeros(1, 2, 3, 2, 2)
     b[0, :, 2] = 3.0  # second scale: class 2 everywhere
-    probs = dense_posteriors(ScoreMap(), [a, b])
+    probs = dense_posteriors(ScoreMap(), [a, b]).exp().float()
     s1 = F.softmax(torch.tensor([1.0, 1.0, 0.0]), 0)
     s2 = F.softmax(torch.tensor([0.0, 0.0, 3.0]), 0)
     torch.testing.assert_close(probs[0], (s1 + s2) / 2)
@@ -166,15 +178,15 @@ def test_dense_equals_center_on_an_image_of_exactly_the_training_size():
     dense = build_protocol("dense", crop=227, resize=227, scales=[227], dense_mirror=False)
     xc = center.transform(data).unsqueeze(0).float()  # 1 x 1 x 3 x 227 x 227
     xd = [t.unsqueeze(0).float() for t in dense.transform(data)]
-    pc, pd = center.predict(model, xc), dense.predict(model, xd)
+    pc, pd = center.predict(model, xc).exp(), dense.predict(model, xd).exp()
     torch.testing.assert_close(pd, pc, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(pc[0], F.softmax(model(xc[0]), 1)[0])
+    torch.testing.assert_close(pc[0].float(), F.softmax(model(xc[0]), 1)[0])
     # with the mirror, dense = flip at this size
     flip = build_protocol("flip", crop=227, resize=227)
     dense_m = build_protocol("dense", crop=227, resize=227, scales=[227])
     torch.testing.assert_close(
-        dense_m.predict(model, [t.unsqueeze(0).float() for t in dense_m.transform(data)]),
-        flip.predict(model, flip.transform(data).unsqueeze(0).float()), rtol=1e-4, atol=1e-6)
+        dense_m.predict(model, [t.unsqueeze(0).float() for t in dense_m.transform(data)]).exp(),
+        flip.predict(model, flip.transform(data).unsqueeze(0).float()).exp(), rtol=1e-4, atol=1e-6)
     # a larger scale gives a score map (2 x 2 at 259 = 227 + 32: the net's stride is 32)
     fc = dense.fully_conv(model)
     assert fc(torch.zeros(1, 3, 259, 259)).shape == (1, 10, 2, 2)
@@ -196,8 +208,8 @@ def test_dense_runs_global_pooling_nets_directly_and_refuses_fixed_grids():
             return self.fc(self.pool(self.conv(x)).flatten(1))
 
     x = [torch.rand(1, 2, 3, 32, 40), torch.rand(1, 2, 3, 48, 60)]
-    probs = p.predict(GlobalPool(), x)
-    assert probs.shape == (1, 5) and torch.allclose(probs.sum(1), torch.ones(1))
+    probs = p.predict(GlobalPool(), x).exp()
+    assert probs.shape == (1, 5) and torch.allclose(probs.sum(1), torch.ones(1, dtype=probs.dtype))
 
     class FixedGrid(GlobalPool):
         def __init__(self):
@@ -249,6 +261,9 @@ SMALL = {  # small sizes so every protocol runs in a blink; the geometry is test
     "tencrop": dict(crop=32, resize=40),
     "dense": dict(crop=32, resize=40, scales=[40, 48]),
     "multicrop144": dict(crop=32, resize=40, scales=[36, 40, 44, 48]),
+    "multiscale_fc": dict(crop=32, resize=40, scales=[32, 40]),
+    "multicrop150": dict(crop=32, resize=40, scales=[32, 40, 48]),
+    "multicrop150+dense": dict(crop=32, resize=40, scales=[32, 40, 48]),
 }
 
 
@@ -265,11 +280,16 @@ def test_every_protocol_reads_every_validation_image_exactly_once(name, val_shar
             if name == "dense":
                 assert isinstance(x, list) and len(x) == 2 and x[0].shape[:2] == (1, 2)
                 assert min(x[0].shape[-2:]) == 40 and min(x[1].shape[-2:]) == 48
+            elif name == "multiscale_fc":  # no mirror (ResNet Sec. 3.4 names none)
+                assert isinstance(x, list) and [t.shape[:2] for t in x] == [(1, 1), (1, 1)]
+            elif name == "multicrop150+dense":
+                assert isinstance(x, list) and x[0].shape == (1, 150, 3, 32, 32)
+                assert [min(t.shape[-2:]) for t in x[1:]] == [32, 40, 48] and x[1].shape[1] == 2
             else:
                 assert x.shape[1:] == (p.views, 3, 32, 32) and x.dtype == torch.uint8
                 assert x.shape[0] == len(y) == len(idx)
             seen += idx.tolist()
         assert len(ds) == sum(1 for _ in DataLoader(ds, batch_size=None, num_workers=2))
     assert sorted(seen) == list(range(total))  # no image twice, none missed
-    if name == "multicrop144":
-        assert p.views == 144 and p.params["views"] == 144
+    if name.startswith("multicrop"):
+        assert p.views == p.params["views"] == int(name[9:12])
