@@ -2,7 +2,10 @@
 test_ddp_eval.py: an EvalStream over the shards, a fixed scoring function, torchmetrics top-1/top-5
 reduced across ranks, every rank's sample indices gathered. Rank 0 writes the result as JSON.
 
-    python ddp_eval_worker.py SHARDS_JSON RANK WORLD PORT WORKERS OUT_JSON
+    python ddp_eval_worker.py SHARDS_JSON RANK WORLD PORT WORKERS OUT_JSON [PROTOCOL]
+
+With PROTOCOL (a name of cnnrepro.eval.PROTOCOLS), the stream is that protocol's and the scores are
+its ``predict`` of a small seeded global-pooling net over the protocol's views.
 """
 
 from __future__ import annotations
@@ -20,6 +23,21 @@ from cnnrepro.data.stream import EvalStream, ShardInfo
 from cnnrepro.data.transforms import CenterCrop
 
 NUM_CLASSES = 10
+# the shards' images are 12 x 10: views of 8 x 8 at shorter sides 8..12
+PROTOCOL_SETTINGS = {
+    "center": dict(crop=8, resize=8),
+    "tencrop": dict(crop=8, resize=10),
+    "multicrop150": dict(crop=8, resize=10, scales=[8, 10, 12]),
+    "multicrop150+dense": dict(crop=8, resize=10, scales=[8, 10, 12]),
+    "multiscale_fc": dict(crop=8, resize=10, scales=[8, 10, 12]),
+}
+
+
+def protocol_net() -> torch.nn.Module:
+    """A fixed net with global pooling (the same weights in every process)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, NUM_CLASSES, 3), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten()).double().eval()
 
 
 def scores(x: torch.Tensor) -> torch.Tensor:
@@ -28,16 +46,27 @@ def scores(x: torch.Tensor) -> torch.Tensor:
     return (x.double().flatten(1) / 255.0) @ w
 
 
-def evaluate(shards: list[ShardInfo], rank: int, world: int, workers: int) -> tuple[list[int], float, float, int]:
+def evaluate(shards: list[ShardInfo], rank: int, world: int, workers: int,
+             protocol: str | None = None) -> tuple[list[int], float, float, int]:
     """(this rank's sample indices, top-1, top-5 (reduced over ranks when distributed), batches)."""
     # the module's metrics (lit/module.py): micro-averaged torchmetrics accuracy, synced on compute
     top1 = MulticlassAccuracy(num_classes=NUM_CLASSES, top_k=1, average="micro")
     top5 = MulticlassAccuracy(num_classes=NUM_CLASSES, top_k=5, average="micro")
-    ds = EvalStream(shards, batch_size=3, transform=CenterCrop(8, 8), rank=rank, world_size=world,
-                    num_workers=workers)
+    if protocol is None:
+        ds = EvalStream(shards, batch_size=3, transform=CenterCrop(8, 8), rank=rank, world_size=world,
+                        num_workers=workers)
+    else:
+        from cnnrepro.eval.protocols import build_protocol
+
+        p = build_protocol(protocol, **PROTOCOL_SETTINGS[protocol])
+        net = protocol_net()
+        ds = p.stream(shards, batch_size=300, rank=rank, world_size=world, num_workers=workers)
     indices, batches = [], 0
     for x, y, idx in DataLoader(ds, batch_size=None, num_workers=workers):
-        s = scores(x)
+        if protocol is None:
+            s = scores(x)
+        else:
+            s = p.predict(net, [v.double() / 255 for v in x] if isinstance(x, list) else x.double() / 255)
         top1.update(s, y)
         top5.update(s, y)
         indices += idx.tolist()
@@ -46,13 +75,13 @@ def evaluate(shards: list[ShardInfo], rank: int, world: int, workers: int) -> tu
 
 
 def main() -> None:
-    shards_json, rank, world, port, workers, out = sys.argv[1:]
+    shards_json, rank, world, port, workers, out, *protocol = sys.argv[1:]
     rank, world, workers = int(rank), int(world), int(workers)
     shards = [ShardInfo(u, c) for u, c in json.loads(shards_json)]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
-        indices, t1, t5, batches = evaluate(shards, rank, world, workers)
+        indices, t1, t5, batches = evaluate(shards, rank, world, workers, protocol[0] if protocol else None)
         gathered: list = [None] * world
         dist.all_gather_object(gathered, {"rank": rank, "indices": indices, "top1": t1, "top5": t5,
                                           "batches": batches})

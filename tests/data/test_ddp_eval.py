@@ -90,3 +90,37 @@ def test_ddp_validation_sees_every_sample_once_and_matches_one_process(shards, t
         assert r["top1"] == ref_top1 and r["top5"] == ref_top5
     # no padding: ranks hold near-equal contiguous ranges (29 = 15 + 14 = 10 + 10 + 9)
     assert [len(r["indices"]) for r in ranks] == [b - a for a, b in (split_range(0, 29, world, i) for i in range(world))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["multicrop150", "multicrop150+dense", "multiscale_fc"])
+def test_ddp_protocols_see_every_image_once_and_match_one_process(shards, tmp_path, protocol):
+    """Two real DDP processes, one loader worker each, under a multi-view protocol: every image
+    once, and top-1/top-5 equal to a single process's (the protocol's ``predict`` on its views)."""
+    worker = _load_worker()
+    ref_idx, ref_top1, ref_top5, _ = worker.evaluate(shards, rank=0, world=1, workers=0, protocol=protocol)
+    assert sorted(ref_idx) == list(range(sum(COUNTS)))
+    assert 0 < ref_top5 < 1
+    out = tmp_path / "result.json"
+    port = _free_port()
+    arg = json.dumps([[s.url, s.count] for s in shards])
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), arg, str(r), "2", str(port), "1", str(out), protocol],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in range(2)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=180)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    ranks = json.loads(out.read_text())
+    seen = [i for r in ranks for i in r["indices"]]
+    assert sorted(seen) == list(range(sum(COUNTS))) and len(seen) == len(set(seen))
+    for r in ranks:
+        assert r["top1"] == ref_top1 and r["top5"] == ref_top5

@@ -133,3 +133,28 @@ def test_fast_crop_path_matches_pil_for_every_kind_of_file(kind):
     # reads pixels outside the box and a tensor crop cannot
     inner = np.abs(x.permute(1, 2, 0).numpy().astype(float) - ref)[2:-2, 2:-2]
     assert inner.mean() < 0.1 and inner.max() <= 2
+
+
+def test_resize_and_centre_crop_geometry_is_torchvisions_for_every_size():
+    # torchvision 0.29 `Resize(s)`: long side int(s * long / short), truncated; `CenterCrop(c)`:
+    # offset int(round((L - c) / 2)), half to even. A sweep of sizes over both rules' edge cases.
+    from torchvision.transforms import functional as TF
+
+    from cnnrepro.data.transforms import center_crop, resize_shorter
+
+    rng = np.random.default_rng(0)
+    sizes = [(333, 257), (257, 333), (500, 375), (641, 513), (227, 300)] + [
+        tuple(int(v) for v in rng.integers(225, 700, 2)) for _ in range(60)]
+    for w, h in sizes:
+        img = Image.new("RGB", (w, h))
+        for s in (224, 256):
+            assert resize_shorter(img, s).size == TF.resize(img, s).size, (w, h, s)
+    # crop offsets: the crop's top-left pixel carries its own coordinates
+    for w, h in [(331, 256), (256, 331), (335, 260), (300, 227), (481, 256)] + sizes[5:25]:
+        xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+        img = Image.fromarray(np.stack([xs % 256, ys % 256, xs // 256 + 16 * (ys // 256)], -1).astype(np.uint8))
+        for c in (224, 227):
+            if c > min(w, h):
+                continue
+            ours, ref = np.asarray(center_crop(img, c)), np.asarray(TF.center_crop(img, c))
+            assert np.array_equal(ours, ref), (w, h, c)

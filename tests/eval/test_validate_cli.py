@@ -31,17 +31,30 @@ def shards(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocol,extra,views", [("tencrop", [], 10), ("dense", ["--protocol_scales", "[256,288]"], None)])
+@pytest.mark.parametrize("protocol,extra,views", [
+    ("tencrop", [], 10),
+    ("tencrop", ["--protocol_tencrop_variant", "fb"], 10),
+    ("dense", ["--protocol_scales", "[256,288]"], None),
+    ("multiscale_fc", ["--protocol_scales", "[227,256]"], None),
+])
 def test_validate_records_the_protocol_and_counts_every_image_once(tmp_path, shards, protocol, extra, views):
     p = run(["validate", ALEXNET, "--data.root", shards, "--data.batch_size", "20", *QUIET,
              "--protocol", protocol, *extra], tmp_path)
     assert p.returncode == 0, p.stderr[-4000:]
     rec = json.loads((tmp_path / "runs" / "alexnet" / "validate-000" / "record.json").read_text())
     assert rec["protocol"] == protocol and rec["samples"] == rec["samples_expected"] == 10
-    if protocol == "tencrop":
-        assert rec["protocol_params"] == {"resize": 256, "crop": 227, "scales": [256], "square": True, "mirror": True}
+    params = rec["protocol_params"]
+    # the record states the pixel pipeline: full-size decoding unless --protocol_reduced_decode
+    assert params.pop("preprocessing")["decode"] == "full"
+    if protocol == "tencrop" and not extra:
+        assert params == {"resize": 256, "crop": 227, "scales": [256], "variant": "alexnet", "square": True,
+                          "mirror": True, "combine": "softmax_mean"}
+    elif protocol == "tencrop":  # fb.resnet.torch: whole-image corners, logits summed
+        assert params["variant"] == "fb" and params["square"] is False and params["combine"] == "logit_sum"
+    elif protocol == "dense":
+        assert params["scales"] == [256, 288] and params["mirror"] is True
     else:
-        assert rec["protocol_params"]["scales"] == [256, 288] and rec["protocol_params"]["mirror"] is True
+        assert params == {"scales": [227, 256], "crop": 227, "mirror": False, "combine": "softmax_mean"}
     assert 0 <= rec["top1"] <= rec["top5"] <= 100
     assert "not comparable" in p.stdout  # demo data vs the paper's ImageNet
 
