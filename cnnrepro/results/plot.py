@@ -13,8 +13,10 @@ from pathlib import Path
 
 __all__ = ["accuracy_points", "plot_accuracy_vs_macs"]
 
-PROTOCOL_ORDER = ("center", "flip", "tencrop", "multicrop144", "dense")
-MARKERS = {"center": "o", "flip": "D", "tencrop": "s", "multicrop144": "^", "dense": "P"}
+PROTOCOL_ORDER = ("center", "flip", "tencrop", "multicrop144", "dense", "multiscale_fc", "multicrop150",
+                  "multicrop150+dense")
+MARKERS = {"center": "o", "flip": "D", "tencrop": "s", "multicrop144": "^", "dense": "P", "multiscale_fc": "v",
+           "multicrop150": "<", "multicrop150+dense": ">"}
 
 
 def _base(protocol_label: str) -> str:
