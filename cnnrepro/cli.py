@@ -139,8 +139,9 @@ def _build_cli_class():
             parser.add_argument("--protocol_reduced_decode", type=bool, default=False,
                                 help="decode large JPEGs at a reduced DCT scale (faster, other pixels); default off")
             parser.add_argument("--protocol_scales", type=Optional[list[int]], default=None,
-                                help="shorter side(s): one for center/flip/tencrop, the Qs of dense, "
-                                     "the 4 scales of multicrop144 (default 256,288,320,352)")
+                                help="shorter side(s): one for center/flip/tencrop, the Qs of dense and multiscale_fc "
+                                     "(default 224,256,384,480,640), the 4 scales of multicrop144 (default "
+                                     "256,288,320,352), the 3 of multicrop150[+dense] (default 256,384,512)")
             parser.add_argument("--protocol_crop_ratio", type=Optional[float], default=None,
                                 help="center/flip/tencrop: crop / shorter side (e.g. 0.875); default data.crop/data.resize")
             parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
