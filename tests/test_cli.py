@@ -184,3 +184,21 @@ def test_impossible_batch_size_is_one_line(tmp_path, tiny_shards, batch, says):
              "--trainer.max_epochs", "1"], tmp_path)
     assert says in _one_line_error(p)
     assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.ckpt"))
+
+
+def test_damaged_training_shard_met_while_streaming_is_one_line(tmp_path, tiny_shards):
+    import shutil
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    train = shards / "train-000000.tar"  # damage that keeps the size: only streaming can see it
+    with tarfile.open(train) as tf:
+        offsets = [m.offset_data for m in tf if m.name.endswith(".cls")]
+    data = bytearray(train.read_bytes())
+    for o in offsets:
+        data[o : o + 1] = b"x"
+    train.write_bytes(bytes(data))
+    p = run(["fit", ALEXNET, "--data.root", str(shards), *FAST, "--trainer.max_epochs", "1"], tmp_path)
+    line = _one_line_error(p)
+    assert f"in {train} has the class " in line and "not an integer" in line and "--verify" in line
