@@ -61,7 +61,7 @@ MANIFEST_VERSION = 2  # 2: shards carry their size in bytes; empty classes are l
 # Bump when the bytes written for the same inputs change: part records of another version are
 # not reused.
 WRITER_VERSION = 2
-SHARD_NAME = re.compile(r"^[a-z]+-\d{6}\.tar(\.tmp)?$")
+SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar(\.tmp)?$")
 
 
 class RejectedImage(Exception):
