@@ -176,9 +176,6 @@ class ImageNetDataModule(pl.LightningDataModule):
                 f"{self.root}: the class list holds {len(classes)} class(es) "
                 f"({', '.join(c['wnid'] for c in classes) or 'none'}): a classifier needs at least 2; point "
                 f"--data.root at a dataset with one folder per class (SRC/train/<class>/)")
-        if self.manifest["val"]["samples"] == 0:
-            raise DataConfigError(f"{self.root}: the val split holds no sample (every file rejected or none found): "
-                                  f"see manifest.json's val.rejected and add readable validation images")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_transform = _build_train_transform(
             train_transform, resize=resize, crop=crop, scale_range=scale_range, area_range=area_range,

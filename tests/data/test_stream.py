@@ -193,3 +193,10 @@ def test_damage_met_in_a_loader_worker_is_one_line(tmp_path):
     assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
     assert str(e.value).startswith(f"{real[0].url} holds 3 samples but the manifest says 5")
     assert "DataLoader worker process 0" in str(e.value)
+
+
+@pytest.mark.parametrize("batch", [0, -4])
+def test_batch_size_below_one_is_refused(tmp_path, batch):
+    shards = _write_shards(tmp_path, [3])
+    with pytest.raises(ValueError, match=rf"batch size {batch}: must be at least 1"):
+        TrainStream(shards, batch_size=batch, transform=_Identity())
