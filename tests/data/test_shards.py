@@ -178,6 +178,8 @@ def test_unreadable_inputs_are_rejected_with_their_errno(tmp_path):
     (d / "folder.JPEG").mkdir()  # a folder named like an image
     os.mkfifo(d / "pipe.JPEG")  # opening it would block for good
     (d / "dangling.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    # a real I/O error that root meets too: reading address 0 of a process's memory gives EIO
+    (d / "mem.JPEG").symlink_to("/proc/self/mem")
     source = detect_source(src)
     (src / "train" / "n02" / "n02_1.JPEG").unlink()  # gone between the scan and the read
     m = write_shards(src, tmp_path / "out", samples_per_shard=4, workers=1, progress=False, source=source)
@@ -185,8 +187,9 @@ def test_unreadable_inputs_are_rejected_with_their_errno(tmp_path):
     assert rejected == {"folder.JPEG": "unreadable: a folder",
                         "pipe.JPEG": "unreadable: not a regular file (FIFO, socket or device)",
                         "dangling.JPEG": "unreadable: ENOENT (No such file or directory)",
+                        "mem.JPEG": "unreadable: EIO (Input/output error)",
                         "n02_1.JPEG": "unreadable: ENOENT (No such file or directory)"}
-    assert m["train"]["inputs"] == 9 and m["train"]["samples"] == 5
+    assert m["train"]["inputs"] == 10 and m["train"]["samples"] == 5
 
 
 def test_empty_class_folder_keeps_every_later_index(tmp_path):
