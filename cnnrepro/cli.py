@@ -27,6 +27,8 @@ from typing import Literal, Optional
 
 import yaml
 
+from cnnrepro.errors import UserError
+
 __all__ = ["main", "recipe_chain"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
@@ -406,8 +408,11 @@ def _shards(args: list[str]) -> int:
                                 "layout) -> WebDataset shards + manifest")
     p.add_argument("src", help="SRC/train/<wnid>/* (+ SRC/val/<wnid>/*); or a folder with ILSVRC2012_img_train.tar, "
                                "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (or LOC_val_solution.csv); "
-                               "or the Kaggle layout SRC/ILSVRC/Data/CLS-LOC + SRC/LOC_val_solution.csv")
-    p.add_argument("dst", help="output folder for the shards and manifest.json")
+                               "or the Kaggle layout SRC/ILSVRC/Data/CLS-LOC + SRC/LOC_val_solution.csv",
+                   nargs="?")
+    p.add_argument("dst", help="output folder for the shards and manifest.json", nargs="?")
+    p.add_argument("--verify", metavar="DST", default=None,
+                   help="check every shard of DST against its manifest (size, sha256; cached) and exit")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     pre = p.add_mutually_exclusive_group()
@@ -417,6 +422,12 @@ def _shards(args: list[str]) -> int:
                      help="AlexNet Sec. 2: shorter side 256, then the central 256x256 patch")
     p.add_argument("--seed", type=int, default=0, help="seed of the training-set shuffle across shards")
     a = p.parse_args(args)
+    if a.verify is not None:
+        from cnnrepro.data.verify import verify_command
+
+        return verify_command(a.verify)
+    if a.dst is None:
+        p.error("SRC and DST are required (or --verify DST)")
     from cnnrepro.data.ilsvrc import detect_source
     from cnnrepro.data.shards import write_shards
 
@@ -427,6 +438,10 @@ def _shards(args: list[str]) -> int:
                          resize_shorter=a.resize_shorter, alexnet256=a.alexnet256, seed=a.seed, source=source)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"cnnrepro: interrupted; the complete shards in {a.dst} are kept: rerun the same command to finish",
+              file=sys.stderr)
+        return 130
     for split in ("train", "val"):
         if split in m:
             s = m[split]
@@ -482,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd in handlers:
             return handlers[cmd](rest)
         raise CliError(f"unknown command {cmd!r}; commands: {', '.join([*LIGHTNING_COMMANDS, *handlers])}")
-    except CliError as e:
+    except (CliError, UserError) as e:
         print(f"cnnrepro: error: {e}", file=sys.stderr)
         return 2
 

@@ -144,3 +144,61 @@ def test_table_without_records_is_explained(tmp_path):
     (tmp_path / "runs").mkdir()
     p = run(["table", "runs"], tmp_path, check=2)
     assert "cnnrepro fit" in p.stderr
+
+
+# -- issue 17: bad data is one line before any step ---------------------------------------------------
+
+def _one_line_error(p):
+    assert p.returncode == 2, p.stderr[-3000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("cnnrepro: error:")]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    return lines[0]
+
+
+def test_damaged_validation_labels_are_refused_before_validating(tmp_path, tiny_shards):
+    import shutil
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    val = shards / "val-000001.tar"
+    with tarfile.open(val) as tf:  # change one label in place: same size
+        m = next(m for m in tf if m.name.endswith(".cls"))
+        offset, old = m.offset_data, tf.extractfile(m).read()
+    data = bytearray(val.read_bytes())
+    data[offset : offset + 1] = b"1" if old[:1] != b"1" else b"2"
+    val.write_bytes(bytes(data))
+    p = run(["validate", ALEXNET, "--data.root", str(shards), "--data.batch_size", "8", "--data.num_workers", "0"],
+            tmp_path)
+    line = _one_line_error(p)
+    assert f"{val}: sha256 differs from the manifest" in line and "cnnrepro shards " in line
+    assert not (tmp_path / "runs" / "alexnet" / "validate-000" / "record.json").exists()
+    p = run(["shards", "--verify", str(shards)], tmp_path)
+    assert p.returncode == 1 and f"BAD {val}: sha256 differs" in p.stderr
+
+
+@pytest.mark.parametrize("batch, says", [("-4", "--data.batch_size -4: the per-device batch must be at least 1"),
+                                         ("64", "--data.batch_size 64 x 1 device(s) is larger than the 30 training")])
+def test_impossible_batch_size_is_one_line(tmp_path, tiny_shards, batch, says):
+    p = run(["fit", ALEXNET, "--data.root", str(tiny_shards), *FAST, "--data.batch_size", batch,
+             "--trainer.max_epochs", "1"], tmp_path)
+    assert says in _one_line_error(p)
+    assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.ckpt"))
+
+
+def test_damaged_training_shard_met_while_streaming_is_one_line(tmp_path, tiny_shards):
+    import shutil
+    import tarfile
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    train = shards / "train-000000.tar"  # damage that keeps the size: only streaming can see it
+    with tarfile.open(train) as tf:
+        offsets = [m.offset_data for m in tf if m.name.endswith(".cls")]
+    data = bytearray(train.read_bytes())
+    for o in offsets:
+        data[o : o + 1] = b"x"
+    train.write_bytes(bytes(data))
+    p = run(["fit", ALEXNET, "--data.root", str(shards), *FAST, "--trainer.max_epochs", "1"], tmp_path)
+    line = _one_line_error(p)
+    assert f"in {train} has the class " in line and "not an integer" in line and "--verify" in line

@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from cnnrepro.errors import UserError
+
 from .shards import ManifestError, read_manifest, resolution_error
 from .stream import EvalStream, ShardInfo, TrainStream
 from .transforms import TRAIN_TRANSFORMS, BatchNormalize, CenterCrop
@@ -24,7 +26,7 @@ DATA_ENV = "CNNREPRO_DATA"
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
-class DataConfigError(Exception):
+class DataConfigError(UserError):
     """Bad data configuration: the message names the flag / variable and the fix."""
 
 
@@ -148,6 +150,9 @@ class ImageNetDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        if batch_size < 1:
+            # checked before anything derives from it (lit/batch.py scales the lr by the batch)
+            raise DataConfigError(f"--data.batch_size {batch_size}: the per-device batch must be at least 1")
         self.root = resolve_root(root)
         self._file_groups = None  # imagefolder: {split: groups of files}, read by the same streams
         if format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()):
@@ -165,6 +170,12 @@ class ImageNetDataModule(pl.LightningDataModule):
                 raise DataConfigError(msg)
         if "val" not in self.manifest:
             raise DataConfigError(f"{self.root}/manifest.json has no val split: write shards from a tree with SRC/val")
+        classes = self.manifest["classes"]
+        if len(classes) < 2:
+            raise DataConfigError(
+                f"{self.root}: the class list holds {len(classes)} class(es) "
+                f"({', '.join(c['wnid'] for c in classes) or 'none'}): a classifier needs at least 2; point "
+                f"--data.root at a dataset with one folder per class (SRC/train/<class>/)")
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_transform = _build_train_transform(
             train_transform, resize=resize, crop=crop, scale_range=scale_range, area_range=area_range,
@@ -192,6 +203,28 @@ class ImageNetDataModule(pl.LightningDataModule):
         # set by `cnnrepro validate --protocol` (cnnrepro.eval): the views each validation image
         # is expanded into; None is the single centre crop of eval_transform
         self.protocol = None
+
+    def setup(self, stage: str) -> None:
+        """Check the shards before the first step (on every rank): every shard this stage reads has
+        its manifest size, and the validation shards their sha256 (cached once verified, data/verify.py)."""
+        if self._file_groups is not None:
+            return  # an unconverted tree: files are checked as they are read
+        from .verify import check_sizes, raise_problems, verify_shards
+
+        splits = ("train", "val") if stage == "fit" else ("val",)
+        problems = check_sizes(self.root, self.manifest, splits)
+        if not problems:
+            # a flipped label or pixel in validation changes the reported top-1 with no other sign
+            problems = verify_shards(self.root, self.manifest, ("val",))
+        raise_problems(self.root, self.manifest, problems)
+        if stage == "fit":
+            _, world = self._rank_world()
+            n = self.manifest["train"]["samples"]
+            if n < self.batch_size * world:
+                raise DataConfigError(
+                    f"--data.batch_size {self.batch_size} x {world} device(s) is larger than the {n} training samples "
+                    f"of {self.root}: lower --data.batch_size to at most {n // world} (an epoch needs one full batch "
+                    f"per device)")
 
     @property
     def num_classes(self) -> int:

@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cnnrepro.errors import UserError
 
 __all__ = ["Item", "Source", "detect_source", "scan_tree", "read_item", "devkit_labels", "SourceError"]
 
@@ -39,7 +43,7 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
 
 
-class SourceError(ValueError):
+class SourceError(ValueError, UserError):
     """SRC is not a form we can read, or its parts disagree; the message names the file."""
 
 
@@ -59,16 +63,36 @@ class Source:
     form: str  # "tree" | "archives" | "kaggle"
     root: Path
     splits: dict[str, list[Item]]
-    wnids: list[str]  # sorted: the class index is the position here
+    # sorted: the class index is the position here. Taken from the class list (the devkit's, or
+    # every class folder / per-class tar, empty ones included), never from the images found, so
+    # that an empty class cannot shift the index of every class after it
+    wnids: list[str]
     names: dict[str, str] = field(default_factory=dict)
     description: str = ""
 
     def class_index(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.wnids)}
 
+    def empty_classes(self) -> dict[str, list[str]]:
+        """{split: WNIDs of the class list with no input file in that split} (splits with none left out)."""
+        out = {}
+        for split, items in self.splits.items():
+            empty = sorted(set(self.wnids) - {it.wnid for it in items})
+            if empty:
+                out[split] = empty
+        return out
+
 
 def read_item(root: str | Path, item: Item) -> bytes:
-    with open(Path(root) / item.file, "rb") as f:
+    """The bytes of one input. Raises OSError (with its errno where the system gave one) for a file
+    that cannot be read: gone since the scan, a broken link, a folder, a FIFO, an I/O error."""
+    path = Path(root) / item.file
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        # opening a FIFO would block for good, and a folder is no image: refuse before opening
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
+        raise OSError(f"{kind}")
+    with open(path, "rb") as f:
         if item.offset:
             f.seek(item.offset)
         return f.read(item.size)
@@ -76,21 +100,28 @@ def read_item(root: str | Path, item: Item) -> bytes:
 
 # -- trees -------------------------------------------------------------------------------------
 
+def class_folders(root: Path, rel: str) -> list[str]:
+    """The names of the class folders under root/rel, sorted, empty ones included."""
+    return sorted(p.name for p in (root / rel).iterdir() if p.is_dir())
+
+
 def scan_tree(root: Path, rel: str) -> list[Item]:
-    """Every regular file under root/rel/<wnid>/, sorted, as Items with paths relative to root."""
+    """Every entry of root/rel/<wnid>/, sorted, as Items with paths relative to root.
+
+    Entries that are not regular files (sub-folders, FIFOs, broken links) are listed too: the
+    shard writer then rejects each with its reason instead of dropping it unseen."""
     out = []
-    for cls_dir in sorted(p for p in (root / rel).iterdir() if p.is_dir()):
-        for f in sorted(cls_dir.iterdir()):
-            if f.is_file():
-                p = f"{rel}/{cls_dir.name}/{f.name}"
-                out.append(Item(p, cls_dir.name, p))
+    for cls in class_folders(root, rel):
+        for f in sorted((root / rel / cls).iterdir()):
+            p = f"{rel}/{cls}/{f.name}"
+            out.append(Item(p, cls, p))
     return out
 
 
 def _flat_dir(root: Path, rel: str, labels: dict[str, str], labels_from: str) -> list[Item]:
     out = []
     for f in sorted((root / rel).iterdir()):
-        if f.is_file():
+        if not f.is_dir():
             wnid = _label_for(f.name, labels, labels_from)
             out.append(Item(f"{rel}/{f.name}", wnid, f"{rel}/{f.name}"))
     return out
@@ -116,10 +147,11 @@ def _open_tar(path: Path) -> tarfile.TarFile:
         raise SourceError(f"{path}: not an uncompressed tar ({e}); ImageNet's image archives are plain .tar") from None
 
 
-def _scan_train_tar(root: Path) -> list[Item]:
-    """Items of the train tar of per-class tars, with absolute offsets into the outer tar."""
+def _scan_train_tar(root: Path) -> tuple[list[Item], list[str]]:
+    """(items, sorted WNIDs of every per-class tar, empty ones included) of the train tar of
+    per-class tars, with absolute offsets into the outer tar."""
     path = root / TRAIN_TAR
-    items = []
+    items, wnids = [], []
     with _open_tar(path) as outer:
         for m in outer:
             if not m.isfile():
@@ -127,6 +159,7 @@ def _scan_train_tar(root: Path) -> list[Item]:
             if not m.name.endswith(".tar"):
                 raise SourceError(f"{path}: member {m.name!r} is not a per-class <wnid>.tar")
             wnid = Path(m.name).stem
+            wnids.append(wnid)
             try:
                 inner = tarfile.open(fileobj=outer.extractfile(m), mode="r:")
             except tarfile.ReadError as e:
@@ -136,7 +169,7 @@ def _scan_train_tar(root: Path) -> list[Item]:
                     if im.isfile():
                         items.append(Item(f"{TRAIN_TAR}/{m.name}/{im.name}", wnid, TRAIN_TAR,
                                           m.offset_data + im.offset_data, im.size))
-    return sorted(items, key=lambda it: it.path)
+    return sorted(items, key=lambda it: it.path), sorted(set(wnids))
 
 
 def _scan_val_tar(root: Path, labels: dict[str, str], labels_from: str) -> list[Item]:
@@ -255,7 +288,7 @@ def detect_source(src: str | Path) -> Source:
 def _tree_source(root: Path, prefix: str, form: str) -> Source:
     base = f"{prefix}train" if prefix else "train"
     splits = {"train": scan_tree(root, base)}
-    wnids = sorted({it.wnid for it in splits["train"]})
+    wnids = class_folders(root, base)
     val_dir = f"{prefix}val" if prefix else "val"
     if (root / val_dir).is_dir():
         splits["val"] = scan_tree(root, val_dir)
@@ -269,7 +302,7 @@ def _tree_source(root: Path, prefix: str, form: str) -> Source:
 def _kaggle_source(root: Path, base: Path) -> Source:
     rel = base.relative_to(root).as_posix()
     splits = {"train": scan_tree(root, f"{rel}/train")}
-    wnids = sorted({it.wnid for it in splits["train"]})
+    wnids = class_folders(root, f"{rel}/train")
     desc = f"Kaggle ImageNet layout: {len(splits['train'])} training files in {len(wnids)} class folders"
     if (base / "val").is_dir():
         if not (root / LOC_CSV).exists():
@@ -282,8 +315,7 @@ def _kaggle_source(root: Path, base: Path) -> Source:
 
 
 def _archive_source(root: Path) -> Source:
-    train = _scan_train_tar(root)
-    wnids = sorted({it.wnid for it in train})
+    train, wnids = _scan_train_tar(root)
     splits = {"train": train}
     desc = f"ILSVRC2012 archives: {TRAIN_TAR} with {len(train)} images in {len(wnids)} class tars"
     names: dict[str, str] = _synset_names(root / SYNSET_MAPPING)

@@ -48,6 +48,9 @@ def folder_manifest(
         "source_form": source.form,
         "source_description": source.description,
         "classes": [{"index": i, "wnid": w, "name": source.names.get(w, w)} for i, w in enumerate(source.wnids)],
+        # as the shard writer: an empty class keeps its index and is listed (it warns when writing)
+        "empty_classes": {split: [{"index": cls_of[w], "wnid": w} for w in ws]
+                          for split, ws in source.empty_classes().items()},
         "preprocessing": {"mode": "original", "flag": None, "shorter_side": None, "square": False,
                           "bytes": "files read as they are, converted to RGB when decoded"},
     }

@@ -14,9 +14,18 @@ the central 256x256 patch, Krizhevsky et al. 2012 Sec. 2). The manifest's
 so a recipe needing more resolution than the shards hold can be refused (``resolution_error``).
 
 Nothing is dropped silently: every input file is either written (as it was, or repaired and
-listed) or rejected and listed, and ``manifest[split]["inputs"]`` equals written + rejected.
+listed) or rejected and listed (an unreadable one with its errno), and
+``manifest[split]["inputs"]`` equals written + rejected. A class with no input file keeps its
+index (the class list comes from the folders or the devkit) and is listed under
+``manifest["empty_classes"]`` with a warning.
+
 Shards are written under a temporary name and renamed when complete, with a record under
-``DST/.parts/``; a rerun keeps complete shards and redoes the rest.
+``DST/.parts/`` holding the shard's size, sha256 and a key of everything its bytes depend on:
+the source root, each input's path, label, size and mtime, and the preprocessing. A rerun reuses
+a shard only if that key is unchanged and the shard still has its recorded size and sha256;
+everything else is rewritten, and shards left over from an earlier, larger conversion are
+removed: a rerun gives the shards and manifest a fresh conversion would. The manifest is
+removed while a conversion runs, so no reader sees a manifest that does not match the shards.
 
 webdataset's ``TarWriter`` writes the tar members; the check/repair logic, the manifest and
 the resumable parallel driver are ours because webdataset has no notion of them.
@@ -24,13 +33,16 @@ the resumable parallel driver are ours because webdataset has no notion of them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import multiprocessing as mp
 import os
 import random
-import time
+import re
+import signal
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,21 +50,38 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from cnnrepro.errors import UserError
+
 from .ilsvrc import Source, detect_source, read_item
 
 __all__ = ["write_shards", "check_image", "RejectedImage", "read_manifest", "ManifestError", "resolution_error",
-           "preprocessing_spec"]
+           "preprocessing_spec", "ShardWriteError", "sha256_file"]
 
-IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp", ".gif"}
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: shards carry their size in bytes; empty classes are listed
+# Bump when the bytes written for the same inputs change: part records of another version are
+# not reused.
+WRITER_VERSION = 2
+SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar(\.tmp)?$")
 
 
 class RejectedImage(Exception):
     """An input file that cannot become a training sample; the message is the reason."""
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(UserError):
+    """manifest.json is missing, unreadable or not the shard writer's; the message names it and the fix."""
+
+
+class ShardWriteError(UserError):
+    """The output folder cannot take the shards (full, read-only, not a folder)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_image(
@@ -140,14 +169,62 @@ def _shard_name(split: str, index: int) -> str:
 
 
 def _job_key(job: _ShardJob) -> str:
-    """A digest of what a shard is made from: its inputs (paths, labels) and the preprocessing."""
-    h = hashlib.sha256(repr((job.resize_shorter, job.square)).encode())
+    """A digest of everything a shard's bytes depend on: the writer, the source root, each input's
+    place, label, size and mtime, and the preprocessing.
+
+    Size and mtime (not a content hash, which would cost a second read of every input) catch an
+    image replaced, edited in place or restored from elsewhere; an edit that keeps both the size
+    and the nanosecond mtime is not seen."""
+    h = hashlib.sha256(repr((WRITER_VERSION, job.src, job.split, job.resize_shorter, job.square,
+                             job.stats)).encode())
+    stats: dict[str, str] = {}  # the archive form reads every item from one tar: stat it once
     for gidx, item, cls in job.items:
-        h.update(f"{gidx}\t{item.path}\t{cls}\n".encode())
-    return h.hexdigest()[:16]
+        if item.file not in stats:
+            try:
+                st = os.stat(Path(job.src) / item.file)
+                stats[item.file] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_mode}"
+            except OSError as e:
+                stats[item.file] = f"errno {e.errno}"
+        h.update(f"{gidx}\t{item.path}\t{item.file}\t{item.offset}\t{item.size}\t{item.wnid}\t{cls}\t"
+                 f"{stats[item.file]}\n".encode())
+    return h.hexdigest()
 
 
-def _write_shard(job: _ShardJob) -> dict:
+def _unreadable(e: OSError) -> str:
+    """The rejection reason of an input that cannot be read, naming its errno where there is one."""
+    if e.errno is None:
+        return f"unreadable: {e}"
+    return f"unreadable: {errno.errorcode.get(e.errno, e.errno)} ({e.strerror})"
+
+
+def _reusable(job: _ShardJob, key: str) -> dict | None:
+    """The part record of this job's shard if the shard on disk is exactly what the job would write."""
+    name = _shard_name(job.split, job.index)
+    dst = Path(job.dst)
+    part, shard = dst / ".parts" / (name + ".json"), dst / name
+    try:
+        rec = json.loads(part.read_text())
+        if rec.get("job") != key or rec.get("bytes") != shard.stat().st_size:
+            return None
+    except (OSError, ValueError):  # no record, no shard, or a record cut short: write it anew
+        return None
+    # the size alone does not see a flipped bit: hash the shard (cheaper than rewriting it)
+    return rec if sha256_file(shard) == rec.get("sha256") else None
+
+
+def _run_job(job: _ShardJob) -> dict:
+    key = _job_key(job)
+    return _reusable(job, key) or _write_shard(job, key)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole foreground process group: the parent alone handles it (it
+    # terminates the pool); a worker that died of it would leave its task unfinished and
+    # `imap_unordered` waiting for its result for good.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write_shard(job: _ShardJob, key: str) -> dict:
     dst = Path(job.dst)
     name = _shard_name(job.split, job.index)
     tmp = dst / (name + ".tmp")
@@ -160,6 +237,10 @@ def _write_shard(job: _ShardJob) -> dict:
             rel = item.path
             try:
                 raw = read_item(job.src, item)
+            except OSError as e:  # gone since the scan, a folder, a FIFO, an I/O error
+                rec["rejected"].append({"path": rel, "reason": _unreadable(e)})
+                continue
+            try:
                 data, repair, size = check_image(raw, resize_shorter=job.resize_shorter, square=job.square)
             except RejectedImage as e:
                 rec["rejected"].append({"path": rel, "reason": str(e)})
@@ -177,13 +258,10 @@ def _write_shard(job: _ShardJob) -> dict:
                 s1 += a
                 s2 += b
                 npx += n
-    h = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    rec["sha256"] = h.hexdigest()
+    rec["sha256"] = sha256_file(tmp)
+    rec["bytes"] = tmp.stat().st_size
     rec["shorter_side"] = None if short_min is None else [short_min, short_max]
-    rec["job"] = _job_key(job)
+    rec["job"] = key
     if job.stats:
         rec["rgb_moments"] = {"sum": s1.tolist(), "outer": s2.tolist(), "pixels": npx}
     os.replace(tmp, dst / name)  # atomic: a shard is either complete or absent
@@ -231,6 +309,25 @@ def resolution_error(manifest: dict, needed: int, flag: str) -> str | None:
     )
 
 
+class EmptyClassWarning(UserWarning):
+    """A class of the class list has no input file in a split: it keeps its index, but no sample."""
+
+
+def _write_error(e: OSError, dst: Path) -> ShardWriteError:
+    where = e.filename or dst
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = (f"free space on the file system of {dst} (or write to a larger one) and rerun the same command: "
+               f"complete shards are kept")
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "DST must be a folder you can write to: choose another DST"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        fix = "a file stands where DST or a folder above it should be: choose another DST"
+    else:
+        fix = "check that DST is a writable folder on a healthy file system"
+    code = errno.errorcode.get(e.errno, e.errno) if e.errno is not None else "error"
+    return ShardWriteError(f"cannot write the shards to {dst}: {where}: {code} ({e.strerror or e}); {fix}")
+
+
 def write_shards(
     src: str | Path,
     dst: str | Path,
@@ -248,17 +345,39 @@ def write_shards(
     Training samples are shuffled (seeded) across shards, so that every shard mixes classes and
     streaming with a modest shuffle buffer sees a well-mixed stream; validation keeps sorted order.
     ``source``: the result of ``detect_source(src)`` if the caller already has it.
+    Raises ShardWriteError if ``dst`` cannot take the shards (full, read-only, not a folder);
+    KeyboardInterrupt ends the worker processes first.
     """
+    if samples_per_shard < 1:
+        raise ValueError(f"--samples-per-shard {samples_per_shard}: must be at least 1")
     pre = preprocessing_spec(resize_shorter, alexnet256)
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(src).resolve(), Path(dst)
     if source is None:
         source = detect_source(src)
+    try:
+        return _write_all(src, dst, source, pre, samples_per_shard=samples_per_shard, workers=workers, seed=seed,
+                          progress=progress)
+    except OSError as e:  # reading inputs never raises here (an unreadable input is rejected): DST failed
+        raise _write_error(e, dst) from None
+
+
+def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_shard: int, workers: int | None,
+               seed: int, progress: bool) -> dict:
     dst.mkdir(parents=True, exist_ok=True)
     (dst / ".parts").mkdir(exist_ok=True)
-    t0 = time.time()
+    # no manifest while the shards change: a reader sees either a finished conversion or none
+    (dst / "manifest.json").unlink(missing_ok=True)
     wnids = source.wnids
     cls_of = source.class_index()
     splits = source.splits
+    empty = source.empty_classes()
+    for split, missing in empty.items():
+        warnings.warn(
+            f"{len(missing)} class(es) of the class list have no {split} input in {src}: "
+            + ", ".join(f"{w} (index {cls_of[w]})" for w in missing[:10])
+            + ("..." if len(missing) > 10 else "")
+            + "; they keep their index, and manifest.json lists them under empty_classes",
+            EmptyClassWarning, stacklevel=3)
 
     jobs: list[_ShardJob] = []
     for split, files in splits.items():
@@ -270,66 +389,68 @@ def write_shards(
                 _ShardJob(split, k // samples_per_shard, items[k : k + samples_per_shard], str(src), str(dst),
                           pre["shorter_side"], pre["square"], stats=(split == "train"))
             )
-
-    def done(job: _ShardJob) -> dict | None:
-        name = _shard_name(job.split, job.index)
-        part = dst / ".parts" / (name + ".json")
-        if part.exists() and (dst / name).exists():
-            rec = json.loads(part.read_text())
-            # a record from another preprocessing or input list is not this shard
-            if rec.get("inputs") == len(job.items) and rec.get("job") == _job_key(job):
-                return rec
-        return None
+    # shards, part records and temporary files that this conversion does not write (an earlier,
+    # larger one did, or an interrupted one left them) would be mistaken for its own
+    names = {_shard_name(j.split, j.index) for j in jobs}
+    for f in dst.iterdir():
+        if SHARD_NAME.match(f.name) and f.name not in names:
+            f.unlink()
+    for f in (dst / ".parts").iterdir():
+        if f.name.removesuffix(".json") not in names:
+            f.unlink()
 
     records: dict[tuple[str, int], dict] = {}
-    todo = []
-    for job in jobs:
-        rec = done(job)
-        if rec is None:
-            todo.append(job)
-        else:
-            records[(job.split, job.index)] = rec
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="shard", desc=f"shards -> {dst}")
+        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {dst}")
+    pool = None
     if workers == 1:
-        results = map(_write_shard, todo)
+        results = map(_run_job, jobs)
     else:
-        pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
-        results = pool.imap_unordered(_write_shard, todo)
+        pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_ignore_sigint)
+        results = pool.imap_unordered(_run_job, jobs)
     try:
-        by_name = {_shard_name(j.split, j.index): j for j in todo}
+        by_name = {_shard_name(j.split, j.index): j for j in jobs}
         for rec in results:
             j = by_name[rec["name"]]
             records[(j.split, j.index)] = rec
             if bar:
                 bar.update(1)
-    finally:
-        if workers > 1:
-            pool.close()
+    except BaseException:
+        if pool is not None:  # Ctrl-C or a failed write: stop the workers now, not after their queue
+            pool.terminate()
             pool.join()
+        raise
+    finally:
         if bar:
             bar.close()
+    if pool is not None:
+        pool.close()
+        pool.join()
 
+    # nothing time- or place-dependent (no wall time, no DST): a rerun writes the same bytes as a
+    # fresh conversion
     manifest: dict = {
         "version": MANIFEST_VERSION,
-        "source": str(src.resolve()),
+        "source": str(src),
         "source_form": source.form,
         "source_description": source.description,
         "classes": [{"index": i, "wnid": w, "name": source.names.get(w, w)} for i, w in enumerate(wnids)],
+        "empty_classes": {split: [{"index": cls_of[w], "wnid": w} for w in ws] for split, ws in empty.items()},
         "preprocessing": {**pre, "train_order": f"shuffled across shards with seed {seed}"},
+        "seed": seed,
         "samples_per_shard": samples_per_shard,
-        "wall_seconds": round(time.time() - t0, 2),
     }
     for split, files in splits.items():
         recs = [records[(split, j.index)] for j in jobs if j.split == split]
         entry = {
             "inputs": len(files),
             "samples": sum(r["count"] for r in recs),
-            "shards": [{"name": r["name"], "count": r["count"], "sha256": r["sha256"]} for r in recs],
+            "shards": [{"name": r["name"], "count": r["count"], "bytes": r["bytes"], "sha256": r["sha256"]}
+                       for r in recs],
             "rejected": [x for r in recs for x in r["rejected"]],
             "repaired": [x for r in recs for x in r["repaired"]],
         }
@@ -346,6 +467,10 @@ def write_shards(
     n = sum(r["rgb_moments"]["pixels"] for r in train_recs)
     if n:
         manifest["rgb_stats"] = rgb_stats_from_moments(s1, s2, n)
+    # every shard was hashed just now (written or reused): a reader need not hash them again
+    from .verify import remember_verified
+
+    remember_verified(dst, manifest)
     tmp = dst / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, dst / "manifest.json")
@@ -353,10 +478,43 @@ def write_shards(
 
 
 def read_manifest(root: str | Path) -> dict:
+    """The manifest of a shard folder; ManifestError names the file and the fix if it is missing,
+    unreadable or not shaped as the shard writer writes it."""
     path = Path(root) / "manifest.json"
     if not path.exists():
         raise ManifestError(
             f"{path} not found: --data.root must be a folder of shards written by "
-            f"`cnnrepro shards SRC DST` (or `demo` for the built-in demo data)"
+            f"`cnnrepro shards SRC DST` (or `demo` for the built-in demo data); a conversion still "
+            f"running (or interrupted) has no manifest yet: let it finish (rerun the same command)"
         )
-    return json.loads(path.read_text())
+    rewrite = f"rewrite it with `cnnrepro shards SRC {Path(root)}` (complete, intact shards are kept)"
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{path} is not readable JSON ({type(e).__name__}: {e}); {rewrite}") from None
+    problem = _manifest_problem(m)
+    if problem:
+        raise ManifestError(f"{path}: {problem}: it is damaged or not written by `cnnrepro shards`; {rewrite}")
+    return m
+
+
+def _manifest_problem(m) -> str | None:
+    """What is wrong with the shape of a manifest, or None (the keys the readers rely on)."""
+    if not isinstance(m, dict):
+        return "not a JSON object"
+    classes = m.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and "wnid" in c for c in classes):
+        return "key 'classes' is not a list of {index, wnid, name}"
+    for split in ("train", "val"):
+        if split not in m:
+            continue
+        entry = m[split]
+        if not isinstance(entry, dict) or not isinstance(entry.get("shards"), list):
+            return f"key '{split}.shards' is missing or not a list"
+        for k, sh in enumerate(entry["shards"]):
+            if not (isinstance(sh, dict) and isinstance(sh.get("name"), str) and isinstance(sh.get("count"), int)
+                    and sh["count"] >= 0):
+                return f"'{split}.shards[{k}]' has no name and sample count"
+        if entry.get("samples") != sum(sh["count"] for sh in entry["shards"]):
+            return f"'{split}.samples' is not the sum of its shards' counts"
+    return None

@@ -24,6 +24,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +32,27 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from cnnrepro.errors import UserError
+
 __all__ = ["ShardInfo", "TrainStream", "EvalStream", "split_range", "CorruptSampleError"]
 
 
-class CorruptSampleError(RuntimeError):
-    pass
+class CorruptSampleError(UserError):
+    """A shard (or file) met while streaming is damaged or disagrees with the manifest."""
+
+    def __init__(self, msg: str):
+        # Raised in a loader worker, the DataLoader re-raises it in the main process as
+        # CorruptSampleError("Caught CorruptSampleError in DataLoader worker process N.\nOriginal
+        # Traceback ..."): keep our one-line message, which the traceback ends with, and the worker.
+        caught = re.match(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback", msg)
+        if caught:
+            last = msg.rstrip().splitlines()[-1]
+            msg = f"{last.split(': ', 1)[-1]} ({caught.group(1)})"
+        super().__init__(msg)
+
+
+REWRITE = ("rerun `cnnrepro shards SRC DST` as it was written (it rewrites damaged shards); "
+           "`cnnrepro shards --verify DST` lists them")
 
 
 @dataclass(frozen=True)
@@ -75,13 +92,18 @@ def local_tar_samples(path: str):
     with open(path, "rb", buffering=1 << 20) as f:
         while True:
             hdr = f.read(512)
-            if len(hdr) < 512 or not hdr.strip(b"\0"):
-                break  # end of archive (zero blocks) or of file
+            if len(hdr) < 512:
+                # a tar ends with zero blocks; a file that ends before them was cut, possibly at a
+                # sample boundary, which must not read as a clean end of the shard
+                raise CorruptSampleError(f"{path} ends without the tar end-of-archive blocks: the shard is truncated; "
+                                         f"{REWRITE}")
+            if not hdr.strip(b"\0"):
+                break  # end of archive
             typ = hdr[156:157]
             size = int(pax.get("size", _tar_number(hdr[124:136]))) if typ in (b"0", b"\0") else _tar_number(hdr[124:136])
             data = f.read(size)
             if len(data) < size:
-                raise CorruptSampleError(f"{path} ends inside a member: the shard is truncated; rewrite it with `cnnrepro shards`")
+                raise CorruptSampleError(f"{path} ends inside a member: the shard is truncated; {REWRITE}")
             f.seek((-size) % 512, 1)
             if typ == b"x":  # PAX extended header for the next member: "len key=value\n" records
                 for rec in data.decode("utf-8").splitlines():
@@ -120,8 +142,12 @@ def _samples(url: str):
             yield s["__key__"], s["jpg"], int(s["cls"])
         except KeyError as e:
             raise CorruptSampleError(
-                f"sample {s.get('__key__')} in {url} has no {e} member: the shard is damaged; "
-                f"rewrite it with `cnnrepro shards` (the manifest's sha256 identifies bad shards)"
+                f"sample {s.get('__key__')} in {url} has no {e} member: the shard is damaged; {REWRITE}"
+            ) from None
+        except ValueError:
+            raise CorruptSampleError(
+                f"sample {s.get('__key__')} in {url} has the class {s['cls'][:20]!r}, not an integer: the shard is "
+                f"damaged; {REWRITE}"
             ) from None
 
 
@@ -133,7 +159,28 @@ def _shard_samples(shard: ShardInfo):
     from .ilsvrc import read_item
 
     for item, label in shard.files:
-        yield item.path, read_item(shard.url, item), label
+        try:
+            data = read_item(shard.url, item)
+        except OSError as e:
+            raise CorruptSampleError(
+                f"{os.path.join(shard.url, item.file)} cannot be read ({e}): replace or remove it "
+                f"(`cnnrepro shards` converts a tree and lists every unreadable file)"
+            ) from None
+        yield item.path, data, label
+
+
+def _counted(shard: ShardInfo):
+    """The samples of a shard, checked against the manifest's count as they stream."""
+    n = 0
+    for s in _shard_samples(shard):
+        n += 1
+        if n > shard.count:
+            raise CorruptSampleError(f"{shard.url} holds more than the {shard.count} samples the manifest says: "
+                                     f"shard and manifest disagree; {REWRITE}")
+        yield s
+    if n < shard.count:
+        raise CorruptSampleError(f"{shard.url} holds {n} samples but the manifest says {shard.count}: "
+                                 f"shard and manifest disagree; {REWRITE}")
 
 
 def _decode(transform, url, key, data, rng):
@@ -142,7 +189,7 @@ def _decode(transform, url, key, data, rng):
     except Exception as e:  # a sample validated at write time no longer decodes
         raise CorruptSampleError(
             f"sample {key} in {url} failed to decode ({type(e).__name__}: {e}); a shard's sample: the "
-            f"shard is damaged, rewrite it with `cnnrepro shards`; a file of an unconverted tree: replace or "
+            f"shard is damaged, {REWRITE}; a file of an unconverted tree: replace or "
             f"remove it (`cnnrepro shards` converts a tree and lists every unreadable file)"
         ) from None
 
@@ -167,6 +214,8 @@ class TrainStream(IterableDataset):
     ):
         if not shards:
             raise ValueError("no training shards")
+        if batch_size < 1:
+            raise ValueError(f"batch size {batch_size}: must be at least 1 (--data.batch_size)")
         self.shards = list(shards)
         self.batch_size = batch_size
         self.transform = transform
@@ -222,7 +271,8 @@ class TrainStream(IterableDataset):
         def sample_stream():
             while True:
                 shard = rng.choice(self.shards)
-                yield from ((shard.url, *s) for s in _shard_samples(shard))
+                # counted: a short shard drawn with replacement must stop the run, not shrink it
+                yield from ((shard.url, *s) for s in _counted(shard))
 
         buf: list = []
         batch_x, batch_y = [], []
@@ -290,7 +340,9 @@ class EvalStream(IterableDataset):
             end = start + shard.count
             if end > lo and start < hi:
                 i = start
-                for key, data, label in _shard_samples(shard):
+                # counted: a worker whose range reaches the shard's end reads it to the end, so a
+                # sample too many (which would take the index of the next shard's first) is seen
+                for key, data, label in _counted(shard):
                     if i >= hi:
                         break
                     if i >= lo:
@@ -301,11 +353,6 @@ class EvalStream(IterableDataset):
                             yield self.collate(xs), torch.tensor(ys), torch.tensor(idx)
                             xs, ys, idx = [], [], []
                     i += 1
-                if i < min(end, hi):
-                    raise CorruptSampleError(
-                        f"{shard.url} holds {i - start} samples but the manifest says {shard.count}: "
-                        f"shard and manifest disagree; rewrite them with `cnnrepro shards`"
-                    )
             start = end
         if xs:
             yield self.collate(xs), torch.tensor(ys), torch.tensor(idx)

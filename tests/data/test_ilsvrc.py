@@ -201,3 +201,42 @@ def test_cli_says_which_form_it_found(tmp_path, capsys):
     assert "found: ILSVRC2012 archives" in out and "labelled by ILSVRC2012_devkit_t12.tar.gz" in out
     assert "val: 9 samples in 2 shards; 0 repaired, 0 rejected (of 9 files)" in out
 
+
+
+# -- an empty class keeps its index (issue 17) ------------------------------------------------------
+
+def test_kaggle_empty_class_folder_keeps_every_index(tmp_path):
+    from cnnrepro.data.shards import EmptyClassWarning
+
+    src = tmp_path / "kaggle"
+    base = src / "ILSVRC" / "Data" / "CLS-LOC"
+    for c, w in enumerate(WNIDS_SORTED):
+        (base / "train" / w).mkdir(parents=True)
+        for k in range(2 if c != 1 else 0):  # the second class's folder is empty
+            (base / "train" / w / f"{w}_{k}.JPEG").write_bytes(_jpeg(c, k))
+    (base / "val").mkdir()
+    for i, c in enumerate(VAL_CLASSES):
+        (base / "val" / _val_name(i + 1)).write_bytes(_jpeg(c, 500 + i))
+    _write_loc_csv(src / "LOC_val_solution.csv")
+    with pytest.warns(EmptyClassWarning, match=r"n01443537 \(index 1\)"):
+        m = write_shards(src, tmp_path / "out", samples_per_shard=5, workers=1, progress=False)
+    assert [c["wnid"] for c in m["classes"]] == WNIDS_SORTED
+    assert m["empty_classes"] == {"train": [{"index": 1, "wnid": "n01443537"}]}
+    for split in ("train", "val"):  # every label is still the class its pixels encode
+        _, samples = _samples(tmp_path / "out", split)
+        assert all(int(s["cls"]) == _decoded_class(s["jpg"]) for s in samples)
+
+
+def test_archives_with_an_empty_class_tar_keep_the_devkit_classes(tmp_path):
+    from cnnrepro.data.shards import EmptyClassWarning
+
+    src = _write_archives(tmp_path / "src")
+    inner = {f"{w}.tar": _tar_bytes({f"{w}_{k}.JPEG": _jpeg(c, 10 * c + k) for k in range(3)} if c != 2 else {})
+             for c, w in enumerate(WNIDS_SORTED)}
+    (src / "ILSVRC2012_img_train.tar").write_bytes(_tar_bytes(inner))
+    with pytest.warns(EmptyClassWarning, match="n01530575"):
+        m = write_shards(src, tmp_path / "out", samples_per_shard=5, workers=1, progress=False)
+    assert [c["wnid"] for c in m["classes"]] == WNIDS_SORTED
+    assert m["empty_classes"]["train"] == [{"index": 2, "wnid": "n01530575"}]
+    _, val = _samples(tmp_path / "out", "val")
+    assert [int(s["cls"]) for s in val] == VAL_CLASSES

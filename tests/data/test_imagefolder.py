@@ -116,3 +116,14 @@ def test_original_shards_have_no_resolution_limit(tree, tmp_path):
     dm = ImageNetDataModule(root=str(tmp_path / "s"), resize=512, crop=448)
     x = next(iter(dm.val_dataloader()))[0]
     assert x.shape[1:] == (3, 448, 448) and x.dtype == torch.uint8
+
+
+def test_folder_reader_keeps_the_index_of_an_empty_class(tmp_path):
+    root = _tree(tmp_path / "imagenet")
+    for f in (root / "train" / "n02").iterdir():
+        f.unlink()
+    manifest, groups = folder_manifest(root)
+    assert [c["wnid"] for c in manifest["classes"]] == ["n01", "n02", "n03"]
+    assert manifest["empty_classes"] == {"train": [{"index": 1, "wnid": "n02"}]}
+    labels = {item.wnid: label for g in groups["val"] for item, label in g.files}
+    assert labels == {"n01": 0, "n02": 1, "n03": 2}

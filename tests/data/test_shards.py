@@ -166,3 +166,131 @@ def test_rerun_with_other_preprocessing_rewrites_every_shard(tmp_path):
     write_shards(src, out, samples_per_shard=8, workers=1, progress=False)
     write_shards(src, out, samples_per_shard=8, resize_shorter=45, workers=1, progress=False)
     assert set(_sizes(out, "train")) == {(60, 45)}  # no stale original-size shard kept
+
+
+# -- issue 17: unreadable inputs, empty classes, an output folder that cannot take the shards -------
+
+def test_unreadable_inputs_are_rejected_with_their_errno(tmp_path):
+    from cnnrepro.data.ilsvrc import detect_source
+
+    src = _tree(tmp_path / "src", classes=("n01", "n02"), train=3, val=1)
+    d = src / "train" / "n01"
+    (d / "folder.JPEG").mkdir()  # a folder named like an image
+    os.mkfifo(d / "pipe.JPEG")  # opening it would block for good
+    (d / "dangling.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    # a real I/O error that root meets too: reading address 0 of a process's memory gives EIO
+    (d / "mem.JPEG").symlink_to("/proc/self/mem")
+    source = detect_source(src)
+    (src / "train" / "n02" / "n02_1.JPEG").unlink()  # gone between the scan and the read
+    m = write_shards(src, tmp_path / "out", samples_per_shard=4, workers=1, progress=False, source=source)
+    rejected = {os.path.basename(r["path"]): r["reason"] for r in m["train"]["rejected"]}
+    assert rejected == {"folder.JPEG": "unreadable: a folder",
+                        "pipe.JPEG": "unreadable: not a regular file (FIFO, socket or device)",
+                        "dangling.JPEG": "unreadable: ENOENT (No such file or directory)",
+                        "mem.JPEG": "unreadable: EIO (Input/output error)",
+                        "n02_1.JPEG": "unreadable: ENOENT (No such file or directory)"}
+    assert m["train"]["inputs"] == 10 and m["train"]["samples"] == 5
+
+
+def test_empty_class_folder_keeps_every_later_index(tmp_path):
+    from cnnrepro.data.shards import EmptyClassWarning
+
+    src = _tree(tmp_path / "src", classes=("n01", "n02", "n03"), train=3, val=2)
+    for f in (src / "train" / "n02").iterdir():
+        f.unlink()
+    with pytest.warns(EmptyClassWarning, match=r"1 class\(es\) .* no train input .*n02 \(index 1\)"):
+        m = write_shards(src, tmp_path / "out", samples_per_shard=4, workers=1, progress=False)
+    assert [c["wnid"] for c in m["classes"]] == ["n01", "n02", "n03"]
+    assert m["empty_classes"] == {"train": [{"index": 1, "wnid": "n02"}]}
+    for split in ("train", "val"):
+        _, samples = _read_all(tmp_path / "out", split)
+        for s in samples:
+            assert int(s["cls"]) == ["n01", "n02", "n03"].index(json.loads(s["json"])["wnid"])
+
+
+def test_output_under_a_file_is_one_error_naming_it(tmp_path, capsys):
+    from cnnrepro.cli import main
+
+    src = _tree(tmp_path / "src", classes=("n01", "n02"), train=2, val=1)
+    (tmp_path / "afile").write_text("")
+    rc = main(["shards", str(src), str(tmp_path / "afile" / "out"), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot write the shards to {tmp_path}/afile/out" in err and "choose another DST" in err
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1.5 MB tmpfs (root can mount here; skipped where it cannot)."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def _big_tree(root, n=24):
+    for split, k in (("train", n), ("val", 4)):
+        for c in ("n01", "n02"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(k):  # noise JPEGs of ~100 kB: a few fill the tmpfs
+                arr = np.random.default_rng(i + 100 * len(c + split)).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(d / f"{c}_{i}.JPEG", quality=95)
+    return root
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_is_one_error_naming_the_fix(tmp_path, small_tmpfs, workers):
+    from cnnrepro.data.shards import ShardWriteError
+
+    src = _big_tree(tmp_path / "src")
+    with pytest.raises(ShardWriteError, match=rf"cannot write the shards to {small_tmpfs}/out: .*ENOSPC "
+                                              r"\(No space left on device\); free space .* rerun the same command"):
+        write_shards(src, small_tmpfs / "out", samples_per_shard=4, workers=workers, progress=False)
+
+
+def test_read_only_output_is_one_error(tmp_path, small_tmpfs):
+    import subprocess
+
+    from cnnrepro.data.shards import ShardWriteError
+
+    src = _tree(tmp_path / "src", classes=("n01", "n02"), train=2, val=1)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    with pytest.raises(ShardWriteError, match=rf"{small_tmpfs}/out: EROFS .* choose another DST"):
+        write_shards(src, small_tmpfs / "out", workers=1, progress=False)
+
+
+def test_ctrl_c_with_workers_exits_130_in_one_line(tmp_path):
+    """Ctrl-C reaches the whole foreground process group, as a terminal sends it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    src = _big_tree(tmp_path / "src", n=60)
+    out = tmp_path / "out"
+    exe = str(Path(sys.executable).with_name("cnnrepro"))
+    p = subprocess.Popen([exe, "shards", str(src), str(out), "--workers", "2", "--samples-per-shard", "2",
+                          "--resize-shorter", "290"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / ".parts").is_dir() or not any((out / ".parts").iterdir()):
+            assert p.poll() is None and time.time() < deadline, "the conversion ended before it could be interrupted"
+            time.sleep(0.05)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:  # the hang this test is about: end the group so the test run goes on
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 130
+    lines = [ln for ln in err.splitlines() if ln.strip() and "shards ->" not in ln and "\r" not in ln]
+    assert lines == [f"cnnrepro: interrupted; the complete shards in {out} are kept: rerun the same command to finish"]
+    with pytest.raises(ProcessLookupError):  # no worker outlives the command
+        os.killpg(p.pid, 0)

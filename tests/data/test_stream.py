@@ -139,3 +139,64 @@ def test_local_tar_reader_matches_webdataset(tmp_path):
     shards = _write_shards(tmp_path, [5])
     ours = list(local_tar_samples(shards[0].url))
     assert [s["__key__"] for s in ours] == [f"s{i:08d}" for i in range(5)] and int(ours[2]["cls"]) == 2
+
+
+# -- samples counted as they stream (issue 17) ------------------------------------------------------
+
+def _member_offsets(path):
+    """Byte offset of each member's header in a tar."""
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        return [m.offset for m in tf]
+
+
+def test_shard_cut_at_a_sample_boundary_is_not_a_clean_end(tmp_path):
+    from cnnrepro.data.stream import CorruptSampleError, local_tar_samples
+
+    (shard,) = _write_shards(tmp_path, [4])
+    cut = _member_offsets(shard.url)[2 * 2]  # samples have 2 members (jpg, cls): the third sample's header
+    with open(shard.url, "r+b") as f:
+        f.truncate(cut)
+    with pytest.raises(CorruptSampleError, match="ends without the tar end-of-archive blocks.*--verify"):
+        list(local_tar_samples(shard.url))
+
+
+def test_resampled_training_draws_notice_a_short_shard(tmp_path):
+    from cnnrepro.data.stream import CorruptSampleError
+
+    real = _write_shards(tmp_path, [3, 6])
+    lying = [ShardInfo(real[0].url, 5), real[1]]  # the manifest says 5; the shard holds 3
+    ds = TrainStream(lying, batch_size=2, transform=_Identity(), shuffle_buffer=1)
+    with pytest.raises(CorruptSampleError, match=r"val-000000.tar holds 3 samples but the manifest says 5"):
+        list(ds)
+
+
+def test_shard_longer_than_its_manifest_count_is_an_error(tmp_path):
+    from cnnrepro.data.stream import CorruptSampleError
+
+    real = _write_shards(tmp_path, [5, 2])
+    lying = [ShardInfo(real[0].url, 3), real[1]]  # its extra samples would take the next shard's indices
+    with pytest.raises(CorruptSampleError, match="holds more than the 3 samples the manifest says"):
+        list(EvalStream(lying, batch_size=2, transform=CenterCrop(8, 8)))
+
+
+def test_damage_met_in_a_loader_worker_is_one_line(tmp_path):
+    from cnnrepro.data.stream import CorruptSampleError
+    from cnnrepro.errors import UserError
+
+    real = _write_shards(tmp_path, [3])
+    ds = EvalStream([ShardInfo(real[0].url, 5)], batch_size=2, transform=CenterCrop(8, 8), num_workers=1)
+    with pytest.raises(CorruptSampleError) as e:
+        list(DataLoader(ds, batch_size=None, num_workers=1))
+    assert isinstance(e.value, UserError)
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+    assert str(e.value).startswith(f"{real[0].url} holds 3 samples but the manifest says 5")
+    assert "DataLoader worker process 0" in str(e.value)
+
+
+@pytest.mark.parametrize("batch", [0, -4])
+def test_batch_size_below_one_is_refused(tmp_path, batch):
+    shards = _write_shards(tmp_path, [3])
+    with pytest.raises(ValueError, match=rf"batch size {batch}: must be at least 1"):
+        TrainStream(shards, batch_size=batch, transform=_Identity())
