@@ -4,13 +4,16 @@ For each ``recipes/*.yaml`` (default: the repository's recipes folder):
   - it parses through ``CnnreproCLI``'s LightningCLI parser (``extends`` chain, typed keys,
     unknown keys rejected), without instantiating the model or the data and without training;
   - it opens with a provenance header: the paper (with its year or arXiv id), a "Paper numbers"
-    section (numbers with their protocol, or an explicit "none" with the reason) and a
-    "Departures" section; every value it sets carries a comment (its source or "our choice");
+    section that points at its entry in results/paper_numbers.yaml and types no number (the
+    numbers live there only: cnnrepro.fidelity) and a "Departures" section; every value it sets
+    carries a comment (its source or "our choice");
+  - a paper value the model fills in when the recipe leaves it null (aux_loss_weights) is stated;
   - a leaf recipe is named after a registry model and trains that model;
   - schedule, batch and data requirements agree: milestones inside the run, the paper batch
     declared and reachable, the crop equal to the model's input size, the normalisation the
     model's (``model_info(name).normalization``).
-Every registry name must have its recipe. Paper numbers marked UNVERIFIED are counted and listed.
+Every registry name must have its recipe. Every UNVERIFIED mark (recipes and paper numbers) is
+listed and counted.
 """
 
 from __future__ import annotations
@@ -91,6 +94,18 @@ def _parse(chain: list[Path]):
     return cli.config
 
 
+def _model_defaults(arch: str) -> dict:
+    """Module arguments whose null means "the model's own value" (see cnnrepro.fidelity)."""
+    import torch
+
+    from cnnrepro.models import create_model
+
+    with torch.device("meta"):  # attributes only: no memory, no initialisation cost
+        model = create_model(arch)
+    aux = tuple(getattr(model, "aux_loss_weights", ()) or ())
+    return {"aux_loss_weights": (aux, f"{arch}'s aux_loss_weights")}
+
+
 def check_one(path: Path, names: set[str]) -> RecipeReport:
     from cnnrepro.cli import CliError, recipe_chain
     from cnnrepro.models import model_info
@@ -109,13 +124,13 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
         rep.errors.append(f"value without a source comment: {s!r} (cite the paper section or say 'our choice')")
     if not leaf:
         return rep
-    if "Paper numbers" not in head:
-        rep.errors.append("header has no 'Paper numbers' section")
-    else:
-        sect = head.split("Paper numbers", 1)[1].split("\n\n", 1)[0]
-        if not re.search(r"\d+(\.\d+)?\s*%|\b0\.\d{3}\b|\bnone\b|not transcribed", sect):
-            rep.errors.append("'Paper numbers' section states no number (or an explicit 'none' with the reason)")
-        rep.unverified = "UNVERIFIED" in sect or "not transcribed" in sect
+    # paper numbers live in results/paper_numbers.yaml only; the header points at the entry
+    from cnnrepro.fidelity import hidden_default_errors, pointer_errors
+    from cnnrepro.results.table import load_paper_numbers
+
+    paper = load_paper_numbers()
+    rep.errors += pointer_errors(path.stem, head, paper)
+    rep.unverified = "UNVERIFIED" in str(paper.get(path.stem, {}))
     if "Departures" not in head:
         rep.errors.append("header has no 'Departures' section (write 'none' if there are none)")
     try:
@@ -129,6 +144,7 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
         rep.errors.append(f"model.arch is {m['arch']!r}, the file is named {path.stem}.yaml")
         return rep
     info = model_info(m["arch"])
+    rep.errors += hidden_default_errors(m, _model_defaults(m["arch"]))
     # data requirements
     if d["crop"] != info.input_size[-1]:
         rep.errors.append(f"data.crop {d['crop']} is not {m['arch']}'s input size {info.input_size[-1]}")
@@ -204,6 +220,14 @@ def recipes_command(args: list[str]) -> int:
     for n in missing:
         print(f"FAIL {n}.yaml: missing (every registry model needs its recipe)")
     unv = [r.path.stem for r in reports if r.unverified]
+    from cnnrepro.fidelity import unverified_marks
+    from cnnrepro.results.table import PAPER_NUMBERS
+
+    marks = [m for p in sorted(Path(a.folder).glob("*.yaml")) for m in unverified_marks(p)]
+    marks += unverified_marks(PAPER_NUMBERS, skip_comments=True)
+    for m in marks:
+        print(f"UNVERIFIED {m}")
     print(f"\n{len(reports)} recipes, {len(bad)} failing, {len(missing)} missing; "
-          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else ""))
+          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else "")
+          + f"; {len(marks)} values still UNVERIFIED (recipes and results/paper_numbers.yaml)")
     return 1 if bad or missing else 0
