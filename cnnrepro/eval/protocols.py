@@ -19,7 +19,7 @@ by one worker of one rank, whatever the number of views it is expanded into.
 | ``flip`` | (centre crop + its mirror) | 2 |
 | ``tencrop`` | AlexNet Sec. 4.1, ZFNet Sec. 3, ResNet Sec. 3.4 ("standard 10-crop [AlexNet]") | 10 |
 | ``dense`` | VGG Sec. 3.2 / 4.2, ResNet Sec. 3.4 (fully-convolutional, multi-scale) | map x 2 x scales |
-| ``multicrop144`` | GoogLeNet Sec. 10 | 4 scales x 3 squares x 6 crops x 2 = 144 |
+| ``multicrop144`` | GoogLeNet Sec. 7 | 4 scales x 3 squares x 6 crops x 2 = 144 |
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class TenCropViews(CenterViews):
 
 
 class MultiCrop144Views:
-    """GoogLeNet Sec. 10: "resize the image to 4 scales where the shorter dimension (height or
+    """GoogLeNet Sec. 7: "resize the image to 4 scales where the shorter dimension (height or
     width) is 256, 288, 320 and 352 respectively, take the left, center and right square of these
     resized images (in the case of portrait images, we take the top, center and bottom squares).
     For each square, we then take the 4 corners and the center 224x224 crop as well as the square
@@ -307,7 +307,7 @@ def build_protocol(
     side, e.g. 0.875 for 224 of 256) overrides it for center/flip/tencrop; ``scales`` are the
     shorter sides: one value for center/flip/tencrop (overriding ``resize``), the Q set of
     ``dense`` (default: ``[resize]``, VGG's Q = S of Table 3), the four scales of
-    ``multicrop144`` (default 256, 288, 320, 352, GoogLeNet Sec. 10).
+    ``multicrop144`` (default 256, 288, 320, 352, GoogLeNet Sec. 7).
     """
     if name not in PROTOCOLS:
         raise ProtocolError(f"--protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")

@@ -136,6 +136,20 @@ def test_finding9_googlenet_crop_study_is_sec_7():
     for e in PAPER["googlenet"]["entries"]:
         assert "Sec. 7" in e["source"] and "Sec. 10" not in e["source"]
     assert "Sec. 10" not in (RECIPES / "googlenet.yaml").read_text()
+    assert "GoogLeNet Sec. 10" not in (REPO / "cnnrepro" / "eval" / "protocols.py").read_text()
+
+
+def test_protocol_names_of_rows_another_protocol_must_match():
+    # ResNet Sec. 3.4's multi-scale rows are not VGG's flip-averaged `dense`: never compared with it
+    for name in ("resnet34", "resnet50", "resnet101", "resnet152"):
+        for e in PAPER[name]["entries"]:
+            assert e["protocol"] in ("tencrop", "multiscale_fc"), (name, e["source"])
+            if e["protocol"] == "multiscale_fc":
+                assert e["params"] == {"scales": [224, 256, 384, 480, 640]}
+    # DenseNet's 10-crop is fb.resnet.torch's TenCrop (datasets/transforms.lua): corners of the whole image
+    for name in ("densenet121", "densenet169", "densenet201"):
+        (e,) = [e for e in PAPER[name]["entries"] if e["protocol"] == "tencrop"]
+        assert e["params"] == {"tencrop_variant": "fb"}
 
 
 def test_finding10_fractalnet_protocol_is_in_one_place():
