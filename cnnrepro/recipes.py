@@ -198,11 +198,81 @@ def check_recipes(folder: Path | str = REPO_RECIPES) -> tuple[list[RecipeReport]
     return reports, missing
 
 
+def report_one(path: Path) -> str:
+    """The fidelity report of a leaf recipe (cnnrepro.fidelity.render_report), as Markdown."""
+    import inspect
+
+    from cnnrepro.cli import recipe_chain
+    from cnnrepro.fidelity import render_report, unverified_marks
+    from cnnrepro.models import create_model, model_info
+    from cnnrepro.results.table import PAPER_NUMBERS, load_paper_numbers
+
+    chain = recipe_chain(path)
+    cfg = _parse(chain)
+    arch = cfg["model"]["arch"]
+    builder = model_info(arch).builder
+    src = inspect.getsourcefile(builder)
+    sig = inspect.signature(builder).parameters
+    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in sig.values()):
+        # the builder passes **kwargs on to the model class: its __init__ holds the defaults
+        import torch
+
+        with torch.device("meta"):
+            sig = {**inspect.signature(type(create_model(arch)).__init__).parameters, **sig}
+    defaults = {k: v.default for k, v in sig.items()
+                if v.default is not inspect.Parameter.empty and k not in ("num_classes", "self")}
+    resolved = cfg.as_dict()
+    paper = load_paper_numbers()
+    spec = paper.get(path.stem, {})
+    marks = [m for p in chain for m in unverified_marks(p)]
+    notes = [spec.get("note")] + [e.get("note") for e in spec.get("entries") or []]
+    marks += [f"{PAPER_NUMBERS.name} {path.stem}: {n}" for n in notes if n and "UNVERIFIED" in n]
+    return render_report(path.stem, paper_spec=spec, chain=[(p.name, p.read_text()) for p in chain], resolved=resolved,
+                         model_defaults=defaults, model_source=(Path(src).name, Path(src).read_text()),
+                         head=_header(path.read_text()), unverified=marks)
+
+
+def _report_command(a) -> int:
+    from cnnrepro.models import list_models
+
+    folder = Path(a.folder)
+    if a.all == bool(a.name):
+        raise SystemExit("cnnrepro recipes report: give one recipe NAME or --all")
+    names = sorted(list_models()) if a.all else [a.name]
+    for n in names:
+        path = folder / f"{n}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"cnnrepro recipes report: no recipe {path} (`cnnrepro models` lists the names)")
+        text = report_one(path)
+        if a.out:
+            out = Path(a.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{n}.md").write_text(text)
+        else:
+            print(text)
+    if a.out:
+        print(f"wrote {len(names)} fidelity reports to {a.out}")
+    return 0
+
+
 def recipes_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes")
-    p.add_argument("action", choices=["check"])
-    p.add_argument("folder", nargs="?", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
+    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes; write their fidelity reports")
+    p.add_argument("action", choices=["check", "report"])
+    p.add_argument("name", nargs="?", help="report: the recipe (registry name); check: the recipes folder")
+    p.add_argument("--all", action="store_true", help="report: every registry model's recipe")
+    p.add_argument("--out", help="report: write NAME.md files into this folder instead of printing")
+    p.add_argument("--folder", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
     a = p.parse_args(args)
+    if a.action == "check" and a.name:  # `cnnrepro recipes check FOLDER`, as before
+        a.folder = a.name
+    if a.action == "report":
+        import logging
+        import warnings
+
+        for name in ("pytorch_lightning", "lightning_fabric", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+        return _report_command(a)
     import logging
     import warnings
 

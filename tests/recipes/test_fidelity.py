@@ -156,3 +156,35 @@ def test_finding10_fractalnet_protocol_is_in_one_place():
     assert [e["protocol"] for e in PAPER["fractalnet34"]["entries"]] == ["tencrop"]
     head = _header((RECIPES / "fractalnet34.yaml").read_text())
     assert "single 224 crop" not in head and typed_numbers(paper_numbers_section(head)) == []
+
+
+# -- the fidelity report -----------------------------------------------------------------------------
+
+
+def test_report_sets_the_papers_setting_beside_the_recipes_departures_and_numbers():
+    from cnnrepro.recipes import report_one
+
+    page = report_one(RECIPES / "squeezenet1_0.yaml")
+    # the recipe's value beside its source, as resolved
+    assert "| model.lr | 0.08 | released old solver: base_lr 0.08 | squeezenet1_0.yaml |" in page
+    # module defaults the recipe leaves unset, and the model builder's own defaults
+    assert "| model.nesterov | False |" in page
+    # departures from the recipe and from the model code
+    assert "- DEVIATION(SqueezeNet): horizontal flips." in page
+    assert "In the model code (squeezenet.py: every DEVIATION" in page and "crop_size of the authors' Caffe prototxt" in page
+    # the paper numbers with their protocol and split
+    assert "| ilsvrc2012_val | center |  |  | 42.5 | 19.7 |" in page
+    unv = report_one(RECIPES / "res2net50_26w_4s.yaml")
+    assert "## Still UNVERIFIED\n\n- paper_numbers.yaml res2net50_26w_4s: UNVERIFIED" in unv
+
+
+def test_report_command_refuses_a_missing_name_and_writes_files(tmp_path, capsys):
+    from cnnrepro.recipes import recipes_command
+
+    with pytest.raises(SystemExit, match="give one recipe NAME or --all"):
+        recipes_command(["report"])
+    with pytest.raises(SystemExit, match="no recipe"):
+        recipes_command(["report", "resnet9000"])
+    assert recipes_command(["report", "googlenet", "--out", str(tmp_path)]) == 0
+    page = (tmp_path / "googlenet.md").read_text()
+    assert "| model.aux_loss_weights | [0.3, 0.3] | Sec. 5:" in page and "| aux_dropout | 0.7 |" in page
