@@ -219,8 +219,8 @@ def report_one(path: Path) -> str:
 
         with torch.device("meta"):
             sig = {**inspect.signature(type(create_model(arch)).__init__).parameters, **sig}
-    defaults = {k: v.default for k, v in sig.items()
-                if v.default is not inspect.Parameter.empty and k not in ("num_classes", "self")}
+    defaults = {k: (f"{v.default.__module__}.{v.default.__qualname__}" if callable(v.default) else v.default)
+                for k, v in sig.items() if v.default is not inspect.Parameter.empty and k not in ("num_classes", "self")}
     resolved = cfg.as_dict()
     paper = load_paper_numbers()
     spec = paper.get(path.stem, {})

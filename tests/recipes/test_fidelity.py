@@ -188,3 +188,13 @@ def test_report_command_refuses_a_missing_name_and_writes_files(tmp_path, capsys
     assert recipes_command(["report", "googlenet", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "googlenet.md").read_text()
     assert "| model.aux_loss_weights | [0.3, 0.3] | Sec. 5:" in page and "| aux_dropout | 0.7 |" in page
+
+
+@pytest.mark.slow
+def test_results_papers_are_generated_from_the_current_sources():
+    # results/papers/ is generated (`cnnrepro recipes report --all --out results/papers/`), never edited
+    from cnnrepro.recipes import report_one
+
+    stale = [n for n in sorted(list_models())
+             if (REPO / "results" / "papers" / f"{n}.md").read_text() != report_one(RECIPES / f"{n}.yaml")]
+    assert not stale, f"regenerate with `cnnrepro recipes report --all --out results/papers/`: {stale}"
