@@ -174,8 +174,8 @@ def test_report_sets_the_papers_setting_beside_the_recipes_departures_and_number
     assert "In the model code (squeezenet.py: every DEVIATION" in page and "crop_size of the authors' Caffe prototxt" in page
     # the paper numbers with their protocol and split
     assert "| ilsvrc2012_val | center |  |  | 42.5 | 19.7 |" in page
-    unv = report_one(RECIPES / "res2net50_26w_4s.yaml")
-    assert "## Still UNVERIFIED\n\n- paper_numbers.yaml res2net50_26w_4s: UNVERIFIED" in unv
+    unv = report_one(RECIPES / "se_resnet50.yaml")
+    assert "## Still UNVERIFIED\n\n- paper_numbers.yaml se_resnet50: " in unv
 
 
 def test_report_command_refuses_a_missing_name_and_writes_files(tmp_path, capsys):
