@@ -159,7 +159,8 @@ def _cell(x) -> str:
 
 
 def render_report(name: str, *, paper_spec: dict, chain: list[tuple[str, str]], resolved: dict,
-                  model_defaults: dict, model_source: tuple[str, str], head: str, unverified: list[str]) -> str:
+                  model_defaults: dict, model_source: tuple[str, str], head: str, unverified: list[str],
+                  defaults_complete: bool = True) -> str:
     """One page per paper: the paper's setting beside the recipe's, every departure, the numbers.
 
     ``chain``: [(file name, text)] base first; ``resolved``: the parsed config (section -> dict);
@@ -201,9 +202,12 @@ def render_report(name: str, *, paper_spec: dict, chain: list[tuple[str, str]], 
                   "module.py; `--print_config` shows them too):", "", "| key | value |", "|---|---|"]
         lines += [f"| model.{_cell(k)} | {_cell(resolved['model'][k])} |" for k in unset]
     if model_defaults:
-        lines += ["", f"Filled in by the model builder ({model_source[0]}) unless `model.arch_kwargs` sets them:", "",
-                  "| argument | default |", "|---|---|"]
+        lines += ["", f"Set by the model builder ({model_source[0]}) unless `model.arch_kwargs` overrides them:", "",
+                  "| argument | value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in sorted(model_defaults.items())]
+    if not defaults_complete:
+        lines += ["", f"The builder sets further architecture values in its code ({model_source[0]}); "
+                  "they are not listed here (read the builder and its DEVIATION comments below)."]
     lines += ["", "## Departures", ""]
     dep = header_section(head, "Departures")
     lines.append("Recipe header: " + (" ".join(dep.split()) if dep else "(no Departures section)"))

@@ -198,6 +198,44 @@ def check_recipes(folder: Path | str = REPO_RECIPES) -> tuple[list[RecipeReport]
     return reports, missing
 
 
+def builder_defaults(builder, arch: str) -> tuple[dict, bool]:
+    """(argument -> value the model is built with when arch_kwargs is empty, whether that is all).
+
+    Only what can be read without guessing: the builder's own keyword defaults, and, when the
+    builder is ``return Cls(num_classes=num_classes, **kwargs)`` (optionally ``**{**CONST,
+    **kwargs}``), ``Cls.__init__``'s defaults overridden by ``CONST``. Builders that go through
+    helpers (``_resnet(50, ...)``) set further values there: ``complete`` is then False.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    def show(v):
+        return f"{v.__module__}.{v.__qualname__}" if callable(v) else v
+
+    sig = inspect.signature(builder).parameters
+    out = {k: show(v.default) for k, v in sig.items()
+           if v.default is not inspect.Parameter.empty and k != "num_classes"}
+    if not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in sig.values()):
+        return out, True
+    fn = ast.parse(textwrap.dedent(inspect.getsource(builder))).body[0]
+    rets = [n for n in ast.walk(fn) if isinstance(n, ast.Return)]
+    call = rets[0].value if len(rets) == 1 else None
+    cls = builder.__globals__.get(call.func.id) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else None
+    if not (inspect.isclass(cls) and not call.args and all(k.arg in ("num_classes", None) for k in call.keywords)):
+        return out, False
+    consts = {}
+    for k in call.keywords:
+        if k.arg is None and isinstance(k.value, ast.Dict):  # **{**CONST, **kwargs}
+            for v in k.value.values:
+                if isinstance(v, ast.Name) and isinstance(builder.__globals__.get(v.id), dict):
+                    consts.update(builder.__globals__[v.id])
+    init = inspect.signature(cls.__init__).parameters
+    cls_defaults = {k: show(v.default) for k, v in init.items()
+                    if v.default is not inspect.Parameter.empty and k not in ("self", "num_classes")}
+    return {**cls_defaults, **{k: show(v) for k, v in consts.items()}, **out}, True
+
+
 def report_one(path: Path) -> str:
     """The fidelity report of a leaf recipe (cnnrepro.fidelity.render_report), as Markdown."""
     import inspect
@@ -212,15 +250,7 @@ def report_one(path: Path) -> str:
     arch = cfg["model"]["arch"]
     builder = model_info(arch).builder
     src = inspect.getsourcefile(builder)
-    sig = inspect.signature(builder).parameters
-    if any(v.kind is inspect.Parameter.VAR_KEYWORD for v in sig.values()):
-        # the builder passes **kwargs on to the model class: its __init__ holds the defaults
-        import torch
-
-        with torch.device("meta"):
-            sig = {**inspect.signature(type(create_model(arch)).__init__).parameters, **sig}
-    defaults = {k: (f"{v.default.__module__}.{v.default.__qualname__}" if callable(v.default) else v.default)
-                for k, v in sig.items() if v.default is not inspect.Parameter.empty and k not in ("num_classes", "self")}
+    defaults, complete = builder_defaults(builder, arch)
     resolved = cfg.as_dict()
     paper = load_paper_numbers()
     spec = paper.get(path.stem, {})
@@ -229,7 +259,7 @@ def report_one(path: Path) -> str:
     marks += [f"{PAPER_NUMBERS.name} {path.stem}: {n}" for n in notes if n and "UNVERIFIED" in n]
     return render_report(path.stem, paper_spec=spec, chain=[(p.name, p.read_text()) for p in chain], resolved=resolved,
                          model_defaults=defaults, model_source=(Path(src).name, Path(src).read_text()),
-                         head=_header(path.read_text()), unverified=marks)
+                         head=_header(path.read_text()), unverified=marks, defaults_complete=complete)
 
 
 def _report_command(a) -> int:

@@ -187,7 +187,7 @@ def test_report_command_refuses_a_missing_name_and_writes_files(tmp_path, capsys
         recipes_command(["report", "resnet9000"])
     assert recipes_command(["report", "googlenet", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "googlenet.md").read_text()
-    assert "| model.aux_loss_weights | [0.3, 0.3] | Sec. 5:" in page and "| aux_dropout | 0.7 |" in page
+    assert "| model.aux_loss_weights | [0.3, 0.3] | Sec. 5:" in page and "| aux_dropout | 0.7 |" in page and "| dropout | 0.4 |" in page
 
 
 @pytest.mark.slow
@@ -198,3 +198,18 @@ def test_results_papers_are_generated_from_the_current_sources():
     stale = [n for n in sorted(list_models())
              if (REPO / "results" / "papers" / f"{n}.md").read_text() != report_one(RECIPES / f"{n}.yaml")]
     assert not stale, f"regenerate with `cnnrepro recipes report --all --out results/papers/`: {stale}"
+
+
+def test_builder_defaults_never_show_a_value_the_builder_overrides():
+    from cnnrepro.models import model_info
+    from cnnrepro.recipes import builder_defaults
+
+    # timm's EfficientNet class defaults drop_rate to 0; the builder passes the paper's 0.2 through a
+    # settings dict: the report must not print the class default as the model's value
+    vals, complete = builder_defaults(model_info("efficientnet_b0").builder, "efficientnet_b0")
+    assert "drop_rate" not in vals and complete is False
+    # FractalNet(**{**FRACTALNET34, **kwargs}): the class defaults overridden by the constant
+    vals, complete = builder_defaults(model_info("fractalnet34").builder, "fractalnet34")
+    assert complete and vals["columns"] == 4 and vals["local_drop"] == 0.15
+    # an explicit builder keyword (Xception Sec. 4.3: dropout 0.5)
+    assert builder_defaults(model_info("xception").builder, "xception")[0]["drop_rate"] == 0.5
