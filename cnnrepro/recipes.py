@@ -4,13 +4,16 @@ For each ``recipes/*.yaml`` (default: the repository's recipes folder):
   - it parses through ``CnnreproCLI``'s LightningCLI parser (``extends`` chain, typed keys,
     unknown keys rejected), without instantiating the model or the data and without training;
   - it opens with a provenance header: the paper (with its year or arXiv id), a "Paper numbers"
-    section (numbers with their protocol, or an explicit "none" with the reason) and a
-    "Departures" section; every value it sets carries a comment (its source or "our choice");
+    section that points at its entry in results/paper_numbers.yaml and types no number (the
+    numbers live there only: cnnrepro.fidelity) and a "Departures" section; every value it sets
+    carries a comment (its source or "our choice");
+  - a paper value the model fills in when the recipe leaves it null (aux_loss_weights) is stated;
   - a leaf recipe is named after a registry model and trains that model;
   - schedule, batch and data requirements agree: milestones inside the run, the paper batch
     declared and reachable, the crop equal to the model's input size, the normalisation the
     model's (``model_info(name).normalization``).
-Every registry name must have its recipe. Paper numbers marked UNVERIFIED are counted and listed.
+Every registry name must have its recipe. Every UNVERIFIED mark (recipes and paper numbers) is
+listed and counted.
 """
 
 from __future__ import annotations
@@ -91,6 +94,18 @@ def _parse(chain: list[Path]):
     return cli.config
 
 
+def _model_defaults(arch: str) -> dict:
+    """Module arguments whose null means "the model's own value" (see cnnrepro.fidelity)."""
+    import torch
+
+    from cnnrepro.models import create_model
+
+    with torch.device("meta"):  # attributes only: no memory, no initialisation cost
+        model = create_model(arch)
+    aux = tuple(getattr(model, "aux_loss_weights", ()) or ())
+    return {"aux_loss_weights": (aux, f"{arch}'s aux_loss_weights")}
+
+
 def check_one(path: Path, names: set[str]) -> RecipeReport:
     from cnnrepro.cli import CliError, recipe_chain
     from cnnrepro.models import model_info
@@ -109,13 +124,13 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
         rep.errors.append(f"value without a source comment: {s!r} (cite the paper section or say 'our choice')")
     if not leaf:
         return rep
-    if "Paper numbers" not in head:
-        rep.errors.append("header has no 'Paper numbers' section")
-    else:
-        sect = head.split("Paper numbers", 1)[1].split("\n\n", 1)[0]
-        if not re.search(r"\d+(\.\d+)?\s*%|\b0\.\d{3}\b|\bnone\b|not transcribed", sect):
-            rep.errors.append("'Paper numbers' section states no number (or an explicit 'none' with the reason)")
-        rep.unverified = "UNVERIFIED" in sect or "not transcribed" in sect
+    # paper numbers live in results/paper_numbers.yaml only; the header points at the entry
+    from cnnrepro.fidelity import hidden_default_errors, pointer_errors
+    from cnnrepro.results.table import load_paper_numbers
+
+    paper = load_paper_numbers()
+    rep.errors += pointer_errors(path.stem, head, paper)
+    rep.unverified = "UNVERIFIED" in str(paper.get(path.stem, {}))
     if "Departures" not in head:
         rep.errors.append("header has no 'Departures' section (write 'none' if there are none)")
     try:
@@ -129,6 +144,7 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
         rep.errors.append(f"model.arch is {m['arch']!r}, the file is named {path.stem}.yaml")
         return rep
     info = model_info(m["arch"])
+    rep.errors += hidden_default_errors(m, _model_defaults(m["arch"]))
     # data requirements
     if d["crop"] != info.input_size[-1]:
         rep.errors.append(f"data.crop {d['crop']} is not {m['arch']}'s input size {info.input_size[-1]}")
@@ -182,11 +198,111 @@ def check_recipes(folder: Path | str = REPO_RECIPES) -> tuple[list[RecipeReport]
     return reports, missing
 
 
+def builder_defaults(builder, arch: str) -> tuple[dict, bool]:
+    """(argument -> value the model is built with when arch_kwargs is empty, whether that is all).
+
+    Only what can be read without guessing: the builder's own keyword defaults, and, when the
+    builder is ``return Cls(num_classes=num_classes, **kwargs)`` (optionally ``**{**CONST,
+    **kwargs}``), ``Cls.__init__``'s defaults overridden by ``CONST``. Builders that go through
+    helpers (``_resnet(50, ...)``) set further values there: ``complete`` is then False.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    def show(v):
+        return f"{v.__module__}.{v.__qualname__}" if callable(v) else v
+
+    sig = inspect.signature(builder).parameters
+    out = {k: show(v.default) for k, v in sig.items()
+           if v.default is not inspect.Parameter.empty and k != "num_classes"}
+    if not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in sig.values()):
+        return out, True
+    fn = ast.parse(textwrap.dedent(inspect.getsource(builder))).body[0]
+    rets = [n for n in ast.walk(fn) if isinstance(n, ast.Return)]
+    call = rets[0].value if len(rets) == 1 else None
+    cls = builder.__globals__.get(call.func.id) if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else None
+    if not (inspect.isclass(cls) and not call.args and all(k.arg in ("num_classes", None) for k in call.keywords)):
+        return out, False
+    consts = {}
+    for k in call.keywords:
+        if k.arg is None and isinstance(k.value, ast.Dict):  # **{**CONST, **kwargs}
+            for v in k.value.values:
+                if isinstance(v, ast.Name) and isinstance(builder.__globals__.get(v.id), dict):
+                    consts.update(builder.__globals__[v.id])
+    init = inspect.signature(cls.__init__).parameters
+    cls_defaults = {k: show(v.default) for k, v in init.items()
+                    if v.default is not inspect.Parameter.empty and k not in ("self", "num_classes")}
+    return {**cls_defaults, **{k: show(v) for k, v in consts.items()}, **out}, True
+
+
+def report_one(path: Path) -> str:
+    """The fidelity report of a leaf recipe (cnnrepro.fidelity.render_report), as Markdown."""
+    import inspect
+
+    from cnnrepro.cli import recipe_chain
+    from cnnrepro.fidelity import render_report, unverified_marks
+    from cnnrepro.models import create_model, model_info
+    from cnnrepro.results.table import PAPER_NUMBERS, load_paper_numbers
+
+    chain = recipe_chain(path)
+    cfg = _parse(chain)
+    arch = cfg["model"]["arch"]
+    builder = model_info(arch).builder
+    src = inspect.getsourcefile(builder)
+    defaults, complete = builder_defaults(builder, arch)
+    resolved = cfg.as_dict()
+    paper = load_paper_numbers()
+    spec = paper.get(path.stem, {})
+    marks = [m for p in chain for m in unverified_marks(p)]
+    notes = [spec.get("note")] + [e.get("note") for e in spec.get("entries") or []]
+    marks += [f"{PAPER_NUMBERS.name} {path.stem}: {n}" for n in notes if n and "UNVERIFIED" in n]
+    return render_report(path.stem, paper_spec=spec, chain=[(p.name, p.read_text()) for p in chain], resolved=resolved,
+                         model_defaults=defaults, model_source=(Path(src).name, Path(src).read_text()),
+                         head=_header(path.read_text()), unverified=marks, defaults_complete=complete)
+
+
+def _report_command(a) -> int:
+    from cnnrepro.models import list_models
+
+    folder = Path(a.folder)
+    if a.all == bool(a.name):
+        raise SystemExit("cnnrepro recipes report: give one recipe NAME or --all")
+    names = sorted(list_models()) if a.all else [a.name]
+    for n in names:
+        path = folder / f"{n}.yaml"
+        if not path.is_file():
+            raise SystemExit(f"cnnrepro recipes report: no recipe {path} (`cnnrepro models` lists the names)")
+        text = report_one(path)
+        if a.out:
+            out = Path(a.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{n}.md").write_text(text)
+        else:
+            print(text)
+    if a.out:
+        print(f"wrote {len(names)} fidelity reports to {a.out}")
+    return 0
+
+
 def recipes_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes")
-    p.add_argument("action", choices=["check"])
-    p.add_argument("folder", nargs="?", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
+    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes; write their fidelity reports")
+    p.add_argument("action", choices=["check", "report"])
+    p.add_argument("name", nargs="?", help="report: the recipe (registry name); check: the recipes folder")
+    p.add_argument("--all", action="store_true", help="report: every registry model's recipe")
+    p.add_argument("--out", help="report: write NAME.md files into this folder instead of printing")
+    p.add_argument("--folder", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
     a = p.parse_args(args)
+    if a.action == "check" and a.name:  # `cnnrepro recipes check FOLDER`, as before
+        a.folder = a.name
+    if a.action == "report":
+        import logging
+        import warnings
+
+        for name in ("pytorch_lightning", "lightning_fabric", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+        return _report_command(a)
     import logging
     import warnings
 
@@ -204,6 +320,14 @@ def recipes_command(args: list[str]) -> int:
     for n in missing:
         print(f"FAIL {n}.yaml: missing (every registry model needs its recipe)")
     unv = [r.path.stem for r in reports if r.unverified]
+    from cnnrepro.fidelity import unverified_marks
+    from cnnrepro.results.table import PAPER_NUMBERS
+
+    marks = [m for p in sorted(Path(a.folder).glob("*.yaml")) for m in unverified_marks(p)]
+    marks += unverified_marks(PAPER_NUMBERS, skip_comments=True)
+    for m in marks:
+        print(f"UNVERIFIED {m}")
     print(f"\n{len(reports)} recipes, {len(bad)} failing, {len(missing)} missing; "
-          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else ""))
+          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else "")
+          + f"; {len(marks)} values still UNVERIFIED (recipes and results/paper_numbers.yaml)")
     return 1 if bad or missing else 0

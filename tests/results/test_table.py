@@ -30,7 +30,8 @@ def rec(model="alexnet", protocol="tencrop", split="ilsvrc2012_val", top1=59.0, 
         "model": model, "recipe": f"recipes/{model}.yaml", "recipe_sha256": "ab" * 32, "git_commit": "0123456789abcdef",
         "command": "validate", "data": "/data/imagenet", "split": split, "num_classes": 1000,
         "samples": 50000, "samples_expected": 50000, "protocol": protocol,
-        "protocol_params": {"crop": 227, "resize": 256, "scales": [256]}, "arch_kwargs": {},
+        "protocol_params": {"crop": 227, "resize": 256, "scales": [256],
+                            **({"variant": "alexnet"} if protocol == "tencrop" else {})}, "arch_kwargs": {},
         "ckpt_path": f"runs/{model}/{run}/checkpoints/last.ckpt", "seed": 0, "top1": top1, "top5": top5,
         "epochs": 90, "wall_seconds": 7200.0, "run_dir": f"runs/{model}/validate-{run}",
         "hardware": {"device": "cuda:0", "world_size": 8}, "wandb_id": "abc123", "wandb_mode": "online",
@@ -56,6 +57,19 @@ def test_committed_paper_numbers_cover_every_registry_model_and_cite_a_source():
     assert (PAPER["alexnet"]["entries"][0]["top1_err"], PAPER["alexnet"]["entries"][0]["top5_err"]) == (40.7, 18.2)
     d = {e["source"]: e for e in PAPER["resnet50"]["entries"]}
     assert d["Table 3, ResNet-50"]["top1_err"] == 22.85 and d["Table 3, ResNet-50"]["protocol"] == "tencrop"
+
+
+def test_tencrop_of_another_variant_is_not_compared_with_alexnets_number():
+    # AlexNet's entry names no variant: it is the central-square ten-crop; torchvision's TenCrop
+    # (corners of the whole image) or fb.resnet.torch's is another protocol
+    for variant in ("torchvision", "fb", None):
+        r = rec()
+        r["protocol_params"] = {k: v for k, v in r["protocol_params"].items() if k != "variant"}
+        if variant:
+            r["protocol_params"]["variant"] = variant
+        row = table_rows([r], PAPER)[0]
+        assert row["paper_top1_err"] is None and "not comparable" in row["note"], variant
+    assert table_rows([rec()], PAPER)[0]["paper_top1_err"] == 40.7
 
 
 def test_seeds_are_averaged_and_differences_computed():
