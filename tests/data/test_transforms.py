@@ -190,6 +190,7 @@ def test_training_crop_is_the_full_decode_crop_on_real_photographs(family):
             assert ours.shape == ref.shape
             diffs.append(np.abs(ours - ref))
     d = np.stack(diffs)
+    print(f"{family}: max |diff| {d.max()}, mean |diff| {d.mean():.5f} over {len(diffs)} crops")
     if family == "inception_crop":
         assert d.max() == 0
     else:
@@ -199,7 +200,7 @@ def test_training_crop_is_the_full_decode_crop_on_real_photographs(family):
 
 @pytest.mark.parametrize("family", ["alexnet", "scale_jitter", "inception_crop"])
 def test_dct_scaled_decoding_is_opt_in_because_it_changes_pixels(family):
-    """libjpeg-turbo's DCT scaling (M/8) is a different downsampling from a full decode and a resize:
+    """libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) is a different downsampling from a full decode and a resize:
     the same crop (small mean difference) but not within rounding, so it is off by default."""
     assert _family(family).reduced_decode is False
     fast, full = _family(family, reduced_decode=True), _family(family)
@@ -211,6 +212,7 @@ def test_dct_scaled_decoding_is_opt_in_because_it_changes_pixels(family):
             b = full(data, random.Random(seed)).float()
             diffs.append((a - b).abs())
     d = torch.stack(diffs)
+    print(f"{family} reduced_decode vs full decode: max |diff| {d.max():.0f}, mean |diff| {d.mean():.3f}")
     assert d.mean() < 4  # the same crop: a shifted or mis-scaled crop differs by tens of levels
     assert d.max() > 2 and d.mean() > 0.01  # more than the rounding tolerance above: hence opt-in
 
