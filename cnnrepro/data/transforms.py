@@ -38,11 +38,13 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     shorter side stays >= min_side ("draft" mode): the later resize gives the same geometry at a
     fraction of the decoding cost, but not the same pixels. Evaluation decodes at full size unless
     a protocol opts in (``--protocol_reduced_decode``), so that a validation number is measured on
-    the pixels torchvision's and timm's reference evaluations see. Training decodes through
-    ``read_header`` / ``decode_full`` (libjpeg-turbo, the same pixels, faster).
+    the pixels torchvision's and timm's reference evaluations see; the full decode runs through
+    ``decode_full`` (libjpeg-turbo: PIL's pixels, bit for bit, faster).
     """
+    if min_side is None:  # libjpeg-turbo through simplejpeg: PIL's pixels, faster (``decode_full``)
+        return Image.fromarray(decode_full(data, read_header(data)[2]))
     img = Image.open(io.BytesIO(data))
-    if min_side is not None and img.format == "JPEG":
+    if img.format == "JPEG":
         w, h = img.size
         s = min_side / min(w, h)
         if s < 1:
