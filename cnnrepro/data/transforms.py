@@ -26,9 +26,9 @@ try:  # libjpeg-turbo bundled in its wheel; without it every JPEG takes the (cou
 except ImportError:  # pragma: no cover - a dependency in pyproject.toml
     simplejpeg = None
 
-__all__ = ["decode_rgb", "read_header", "decode_full", "decode_stats", "reset_decode_stats", "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset",
-           "center_crop", "eval_preprocessing", "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop",
-           "BatchNormalize", "TRAIN_TRANSFORMS"]
+__all__ = ["decode_rgb", "read_header", "decode_full", "decode_stats", "reset_decode_stats", "resized_window",
+           "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset", "center_crop", "eval_preprocessing",
+           "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop", "BatchNormalize", "TRAIN_TRANSFORMS"]
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
@@ -120,9 +120,9 @@ def resized_window(arr: np.ndarray, resized: tuple[int, int], x0: int, y0: int, 
     ``resized`` = (W', H'), optionally flipped; uint8 CHW.
 
     The resize is torch's vectorised uint8 antialiased bilinear filter on channels-last memory:
-    the algorithm of PIL's ``resize(BILINEAR)`` (``resize_shorter``), equal to it up to one level
-    of fixed-point rounding (tests/data/test_transforms.py states the tolerance), at about a
-    quarter of its cost on one core."""
+    the algorithm of PIL's ``resize(BILINEAR)`` (``resize_shorter``), equal to it up to the
+    fixed-point rounding of its two passes (tests/data/test_transforms.py states the tolerance),
+    at about a quarter of its cost on one core."""
     h, w = arr.shape[:2]
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # HWC memory: a channels-last view
     if resized != (w, h):
@@ -141,10 +141,10 @@ def crop_resized_uint8(data: bytes, out: int, sample_box, reduced_decode: bool =
     antialiased bilinear resize runs on the channels-last crop (torchvision's tensor
     ``resized_crop``: the crop, then the resize, nothing read outside the box).
 
-    ``reduced_decode`` (opt-in): libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4, 1/8) that keeps
-    >= ``out`` px across the crop, and PIL resamples the box of the scaled image; faster, but a
-    different downsampling than full decode + resize, not rounding (tests/data/test_transforms.py
-    measures how different).
+    ``reduced_decode`` (opt-in): libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4, 1/8)
+    that keeps >= ``out`` px across the crop, and PIL resamples the box of the scaled image; faster
+    on large photos, but a different downsampling than full decode + resize, not rounding
+    (tests/data/test_transforms.py measures how different).
     """
     w, h, reason = read_header(data)
     x0, y0, cw, ch = sample_box(w, h)
