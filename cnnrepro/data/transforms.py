@@ -14,15 +14,21 @@ from __future__ import annotations
 import io
 import math
 import random
+from collections import Counter
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 from torch import nn
 
-__all__ = ["decode_rgb", "decode_for_crop", "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset",
-           "center_crop", "eval_preprocessing", "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop",
-           "BatchNormalize", "TRAIN_TRANSFORMS"]
+try:  # libjpeg-turbo bundled in its wheel; without it every JPEG takes the (counted) PIL fallback
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency in pyproject.toml
+    simplejpeg = None
+
+__all__ = ["decode_rgb", "read_header", "decode_full", "decode_stats", "reset_decode_stats", "resized_window",
+           "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset", "center_crop", "eval_preprocessing",
+           "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop", "BatchNormalize", "TRAIN_TRANSFORMS"]
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
@@ -30,12 +36,15 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
 
     With ``min_side`` libjpeg decodes at a reduced DCT scale (1/2, 1/4, 1/8) as long as the
     shorter side stays >= min_side ("draft" mode): the later resize gives the same geometry at a
-    fraction of the decoding cost, but not the same pixels. Training uses it; evaluation decodes
-    at full size unless a protocol opts in (``--protocol_reduced_decode``), so that a validation
-    number is measured on the pixels torchvision's and timm's reference evaluations see.
+    fraction of the decoding cost, but not the same pixels. Evaluation decodes at full size unless
+    a protocol opts in (``--protocol_reduced_decode``), so that a validation number is measured on
+    the pixels torchvision's and timm's reference evaluations see; the full decode runs through
+    ``decode_full`` (libjpeg-turbo: PIL's pixels, bit for bit, faster).
     """
+    if min_side is None:  # libjpeg-turbo through simplejpeg: PIL's pixels, faster (``decode_full``)
+        return Image.fromarray(decode_full(data, read_header(data)[2]))
     img = Image.open(io.BytesIO(data))
-    if min_side is not None and img.format == "JPEG":
+    if img.format == "JPEG":
         w, h = img.size
         s = min_side / min(w, h)
         if s < 1:
@@ -43,44 +52,120 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_for_crop(img: Image.Image, box: tuple, out: int) -> tuple[Image.Image, tuple]:
-    """Decode an opened image for a crop ``box`` (full-size coordinates) that will be resized to
-    ``out`` x ``out``: a JPEG decodes at the smallest DCT scale (1/2, 1/4, 1/8) at which the crop
-    still spans >= ``out`` pixels both ways, so no resolution the output could use is lost.
-    Returns the RGB image and the box in its coordinates."""
-    w, h = img.size
-    f = min(box[2] - box[0], box[3] - box[1]) / out  # how much the crop shrinks
-    if f >= 2 and img.format == "JPEG":
-        img.draft("RGB", (math.ceil(w / f), math.ceil(h / f)))  # libjpeg picks a scale >= this size
-    sx, sy = img.size[0] / w, img.size[1] / h
-    return img.convert("RGB"), (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+# What decoded the training images of this process: "libjpeg_turbo" (simplejpeg) or the reason a
+# file took the PIL fallback. Per process: a loader worker counts its own files.
+_DECODE_STATS: Counter = Counter()
+FALLBACK_REASONS = ("cmyk", "not_jpeg", "binding_error", "binding_missing")
 
 
-def crop_resized_uint8(data: bytes, out: int, sample_box) -> torch.Tensor:
+def decode_stats() -> dict:
+    """{"libjpeg_turbo": n, "fallback": n, "fallback_reasons": {reason: n}} of this process."""
+    reasons = {k: v for k, v in _DECODE_STATS.items() if k != "libjpeg_turbo"}
+    return {"libjpeg_turbo": _DECODE_STATS["libjpeg_turbo"], "fallback": sum(reasons.values()),
+            "fallback_reasons": reasons}
+
+
+def reset_decode_stats() -> None:
+    _DECODE_STATS.clear()
+
+
+def read_header(data: bytes) -> tuple[int, int, str | None]:
+    """(width, height, fallback reason) from the header alone; the reason is None when the
+    libjpeg-turbo binding will decode the file, else why PIL must (``FALLBACK_REASONS``)."""
+    if simplejpeg is None:
+        reason = "binding_missing"
+    elif data[:2] != b"\xff\xd8":
+        reason = "not_jpeg"  # a PNG or GIF named .JPEG in an unconverted tree
+    else:
+        try:
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if colorspace not in ("CMYK", "YCCK"):
+                return w, h, None
+            reason = "cmyk"  # libjpeg-turbo does not convert CMYK to RGB; PIL does
+        except ValueError:
+            reason = "binding_error"
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size[0], img.size[1], reason
+
+
+def decode_full(data: bytes, reason: str | None, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB (H x W x 3 uint8) of a file: libjpeg-turbo through simplejpeg (the pixels of PIL's own
+    decode: both run libjpeg-turbo's accurate integer IDCT and fancy upsampling, and
+    tests/data/test_transforms.py checks the equality), or PIL for ``reason`` (``read_header``),
+    counted in ``decode_stats``. A file neither decodes raises: the stream reports it as corrupt.
+
+    Full resolution unless ``min_size`` = (min_w, min_h): then libjpeg-turbo scales the DCT by the
+    smallest of 1/2, 1/4, 1/8 that keeps both sides at least that large, else decodes in full
+    (other pixels than a full decode and a resize: opt-in, ``reduced_decode``). Only those three:
+    libjpeg-turbo's other scales (7/8 ... 3/8) have no SIMD IDCT and measure slower than a full
+    decode on ImageNet-sized files. The PIL fallback always decodes in full."""
+    if reason is None:
+        try:
+            if min_size is None:
+                arr = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            else:
+                arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=max(1, int(min_size[0])),
+                                             min_height=max(1, int(min_size[1])), min_factor=2)
+            _DECODE_STATS["libjpeg_turbo"] += 1
+            return arr
+        except ValueError:  # strict: a recoverable libjpeg warning is an error here; PIL decides
+            reason = "binding_error"
+    _DECODE_STATS[reason] += 1
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # a writable copy, as torch wants
+
+
+def resized_window(arr: np.ndarray, resized: tuple[int, int], x0: int, y0: int, cw: int, ch: int,
+                   flip: bool) -> torch.Tensor:
+    """The ``cw`` x ``ch`` window at (x0, y0) of the image ``arr`` (H x W x 3 uint8) resized to
+    ``resized`` = (W', H'), optionally flipped; uint8 CHW.
+
+    The resize is torch's vectorised uint8 antialiased bilinear filter on channels-last memory:
+    the algorithm of PIL's ``resize(BILINEAR)`` (``resize_shorter``), equal to it up to the
+    fixed-point rounding of its two passes (tests/data/test_transforms.py states the tolerance),
+    at about a quarter of its cost on one core."""
+    h, w = arr.shape[:2]
+    x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # HWC memory: a channels-last view
+    if resized != (w, h):
+        x = torch.nn.functional.interpolate(x, size=(resized[1], resized[0]), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    x = x[0, :, y0 : y0 + ch, x0 : x0 + cw]
+    return (x.flip(-1) if flip else x).contiguous()
+
+
+def crop_resized_uint8(data: bytes, out: int, sample_box, reduced_decode: bool = False) -> torch.Tensor:
     """Decode JPEG bytes, cut the box ``sample_box(w, h) -> (x0, y0, cw, ch)`` drawn on the full
     image size, resize it to ``out`` x ``out`` (bilinear, antialiased); uint8 CHW.
 
-    The fast path of the training loader (``cnnrepro bench data`` measures it):
-    * a crop at least twice the output on both sides: PIL decodes at a reduced DCT scale that
-      keeps >= ``out`` px across the crop (``decode_for_crop``), then resizes the box;
-    * otherwise (most crops of ImageNet's ~500x375 images): torchvision's libjpeg-turbo decoder
-      (the same pixels as PIL's) straight into a tensor, and torch's vectorised uint8 antialiased
-      bilinear resize on the channels-last crop, which matches PIL's filter to rounding at about
-      a third of its cost;
-    * a file that is not a plain RGB/gray JPEG (CMYK, PNG named .JPEG in an unconverted tree):
-      PIL, which handles every mode.
-    """
-    img = Image.open(io.BytesIO(data))  # reads the header only: the size and mode, no pixels yet
-    x0, y0, cw, ch = sample_box(*img.size)
-    if img.format == "JPEG" and img.mode in ("RGB", "L") and min(cw, ch) < 2 * out:
-        from torchvision.io import ImageReadMode, decode_jpeg
+    The training loader's path (``cnnrepro bench data`` measures it): the header gives the size,
+    libjpeg-turbo (``decode_full``) the full-resolution pixels, and torch's vectorised uint8
+    antialiased bilinear resize runs on the channels-last crop (torchvision's tensor
+    ``resized_crop``: the crop, then the resize, nothing read outside the box).
 
-        x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        x = x[:, y0 : y0 + ch, x0 : x0 + cw].unsqueeze(0).contiguous(memory_format=torch.channels_last)
-        x = torch.nn.functional.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)
-        return x[0].contiguous()
-    img, box = decode_for_crop(img, (x0, y0, x0 + cw, y0 + ch), out)
-    return to_uint8_tensor(img.resize((out, out), Image.BILINEAR, box=box))
+    ``reduced_decode`` (opt-in): libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4, 1/8)
+    that keeps >= ``out`` px across the crop, and PIL resamples the box of the scaled image; faster
+    on large photos, but a different downsampling than full decode + resize, not rounding
+    (tests/data/test_transforms.py measures how different).
+    """
+    w, h, reason = read_header(data)
+    x0, y0, cw, ch = sample_box(w, h)
+    if reduced_decode:
+        k = out / min(cw, ch)
+        if k < 1:
+            arr = decode_full(data, reason, (math.ceil(w * k), math.ceil(h * k)))
+            if arr.shape[:2] != (h, w):
+                sx, sy = arr.shape[1] / w, arr.shape[0] / h
+                img = Image.fromarray(arr).resize((out, out), Image.BILINEAR,
+                                                  box=(x0 * sx, y0 * sy, (x0 + cw) * sx, (y0 + ch) * sy))
+                return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
+        else:
+            arr = decode_full(data, reason)
+    else:
+        arr = decode_full(data, reason)
+    # HWC memory permuted to a CHW view is channels-last already: only the crop is copied
+    x = torch.from_numpy(arr).permute(2, 0, 1)[:, y0 : y0 + ch, x0 : x0 + cw].unsqueeze(0)
+    x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.nn.functional.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].contiguous()
 
 
 def resized_size(w: int, h: int, size: int) -> tuple[int, int]:
@@ -139,21 +224,27 @@ class AlexNetTrain:
     Sec. 2: rescale the shorter side to 256 and take the central 256x256 patch. Sec. 4.1:
     extract random 224x224 patches (227 here: see the model's note) and their horizontal
     reflections. The PCA lighting of Sec. 4.1 is per batch, on the device (BatchNormalize).
+
+    JPEGs decode at full resolution; ``reduced_decode`` (opt-in, not a CLI option) lets libjpeg-turbo
+    scale the DCT down to the smallest size still >= the resized image: faster on large photos, other
+    pixels (``crop_resized_uint8`` says how the difference is measured).
     """
 
-    def __init__(self, resize: int = 256, crop: int = 227):
+    def __init__(self, resize: int = 256, crop: int = 227, reduced_decode: bool = False):
         if crop > resize:
             raise ValueError(f"crop {crop} is larger than the {resize}x{resize} image it is cut from")
-        self.resize, self.crop = resize, crop
+        self.resize, self.crop, self.reduced_decode = resize, crop, reduced_decode
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
-        img = center_crop(resize_shorter(decode_rgb(data, self.resize), self.resize), self.resize)
-        x0 = rng.randint(0, self.resize - self.crop)
-        y0 = rng.randint(0, self.resize - self.crop)
-        img = img.crop((x0, y0, x0 + self.crop, y0 + self.crop))
-        if rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        return to_uint8_tensor(img)
+        # decode, then resize and crop in torch (``resized_window``): the pixels of PIL's
+        # resize-then-centre-crop-then-crop up to fixed-point rounding
+        w, h, reason = read_header(data)
+        rw, rh = resized_size(w, h, self.resize)
+        x0 = center_offset(rw, self.resize) + rng.randint(0, self.resize - self.crop)
+        y0 = center_offset(rh, self.resize) + rng.randint(0, self.resize - self.crop)
+        flip = rng.random() < 0.5
+        arr = decode_full(data, reason, (rw, rh) if self.reduced_decode else None)
+        return resized_window(arr, (rw, rh), x0, y0, self.crop, self.crop, flip)
 
 
 class CenterCrop:
@@ -189,27 +280,28 @@ class ScaleJitterTrain:
     per image (``scale_range``). ResNet (He et al. 2015, Sec. 3.4): shorter side sampled in
     [256, 480], a 224x224 crop of the image or its flip. Both add AlexNet's PCA colour shift,
     which is per batch on the device (``--data.lighting_std``). S is an integer drawn uniformly
-    (both ends included); the papers do not say whether S is continuous.
+    (both ends included); the papers do not say whether S is continuous. ``reduced_decode``: as
+    for ``AlexNetTrain`` (opt-in).
     """
 
-    def __init__(self, resize: int = 256, crop: int = 224, scale_range: list[int] | None = None):
+    def __init__(self, resize: int = 256, crop: int = 224, scale_range: list[int] | None = None,
+                 reduced_decode: bool = False):
         lo, hi = (scale_range if scale_range is not None else (resize, resize))
         if not crop <= lo <= hi:
             raise ValueError(f"--data.scale_range {[lo, hi]}: needs crop ({crop}) <= S_min <= S_max")
-        self.lo, self.hi, self.crop = int(lo), int(hi), crop
+        self.lo, self.hi, self.crop, self.reduced_decode = int(lo), int(hi), crop, reduced_decode
 
     def sample_scale(self, rng: random.Random) -> int:
         return rng.randint(self.lo, self.hi)
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
         s = self.sample_scale(rng)
-        img = resize_shorter(decode_rgb(data, s), s)
-        w, h = img.size
-        x0, y0 = rng.randint(0, w - self.crop), rng.randint(0, h - self.crop)
-        img = img.crop((x0, y0, x0 + self.crop, y0 + self.crop))
-        if rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        return to_uint8_tensor(img)
+        w, h, reason = read_header(data)
+        rw, rh = resized_size(w, h, s)  # the image rescaled to S (resize_shorter's geometry)
+        x0, y0 = rng.randint(0, rw - self.crop), rng.randint(0, rh - self.crop)
+        flip = rng.random() < 0.5
+        arr = decode_full(data, reason, (rw, rh) if self.reduced_decode else None)
+        return resized_window(arr, (rw, rh), x0, y0, self.crop, self.crop, flip)
 
 
 def sample_area_aspect_crop(w: int, h: int, area_range, aspect_range, rng: random.Random, tries: int = 10):
@@ -240,11 +332,14 @@ class InceptionCropTrain:
     aspect ratio in [3/4, 4/3], resized to ``crop`` x ``crop``, flipped, with "the photometric
     distortions by Andrew Howard" (Howard 2013, arXiv:1312.5402, Sec. 2.1: contrast, brightness and
     colour each scaled by a random factor in [1 - photometric, 1 + photometric], Howard's range
-    being 0.5-1.5; applied in random order). ``photometric`` 0 disables them.
+    being 0.5-1.5; applied in random order). ``photometric`` 0 disables them. ``reduced_decode``:
+    see ``crop_resized_uint8`` (opt-in).
     """
 
     def __init__(self, resize: int = 256, crop: int = 224, area_range: list[float] | None = None,
-                 aspect_range: list[float] | None = None, photometric: float | None = None):
+                 aspect_range: list[float] | None = None, photometric: float | None = None,
+                 reduced_decode: bool = False):
+        self.reduced_decode = reduced_decode
         self.area = tuple(area_range or (0.08, 1.0))
         self.aspect = tuple(aspect_range or (3 / 4, 4 / 3))
         if not (0 < self.area[0] <= self.area[1] <= 1):
@@ -257,7 +352,8 @@ class InceptionCropTrain:
         self.crop = crop
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
-        x = crop_resized_uint8(data, self.crop, lambda w, h: sample_area_aspect_crop(w, h, self.area, self.aspect, rng))
+        x = crop_resized_uint8(data, self.crop, lambda w, h: sample_area_aspect_crop(w, h, self.area, self.aspect, rng),
+                               self.reduced_decode)
         if rng.random() < 0.5:
             x = x.flip(-1)
         if self.photometric > 0:

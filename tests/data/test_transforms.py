@@ -96,23 +96,125 @@ def test_normalisation_is_mean_subtraction_at_pixel_scale_and_no_lighting_in_eva
     assert y[0, :, 0, 0].tolist() == [80.0, 90.0, 100.0]
 
 
-def test_inception_crop_decodes_at_reduced_scale_without_losing_the_crops_resolution():
-    from cnnrepro.data.transforms import decode_for_crop
+def _photo_jpeg(photo: str, size: tuple[int, int], quality: int = 90, **save) -> bytes:
+    """A real photograph from scikit-image's wheel at an ImageNet-like size, saved as a JPEG."""
+    from skimage import data as skdata
 
-    xs = np.linspace(0, 255, 1600)[None, :].repeat(1200, 0)
-    ys = np.linspace(0, 255, 1200)[:, None].repeat(1600, 1)
-    arr = np.stack([xs, ys, np.full_like(xs, 128)], -1).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=92)
-    box = (400, 200, 1200, 1000)  # 800x800 crop -> 224: 1/2 scale keeps 400 px >= 224, 1/4 would keep 200
-    img, b = decode_for_crop(Image.open(io.BytesIO(buf.getvalue())), box, 224)
-    assert img.size == (800, 600) and b == (200, 100, 600, 500)
-    fast = np.asarray(img.resize((224, 224), Image.BILINEAR, box=b), dtype=float)
-    full = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((224, 224), Image.BILINEAR,
-                                                                                      box=box), dtype=float)
-    assert np.abs(fast - full).mean() < 1.5  # the same crop, not a shifted or blurred one
-    small, b2 = decode_for_crop(Image.open(io.BytesIO(buf.getvalue())), (0, 0, 300, 300), 224)
-    assert small.size == (1600, 1200) and b2 == (0, 0, 300, 300)  # a crop under 2x the output: full decode
+    img = Image.fromarray(getattr(skdata, photo)()).convert("RGB").resize(size, Image.BICUBIC)
+    img.save(buf, format="JPEG", quality=quality, **save)
+    return buf.getvalue()
+
+
+PHOTOS = [("astronaut", (470, 390)), ("coffee", (390, 470)), ("chelsea", (500, 333)), ("rocket", (470, 390))]
+
+
+@pytest.mark.parametrize("kind", ["420", "444", "progressive", "gray", "cmyk", "png"])
+def test_libjpeg_turbo_decode_is_pils_decode_and_every_fallback_is_counted(kind):
+    from cnnrepro.data.transforms import decode_full, decode_stats, read_header, reset_decode_stats
+
+    buf = io.BytesIO()
+    img = Image.open(io.BytesIO(_photo_jpeg("coffee", (470, 390))))
+    save = {"420": dict(subsampling=2), "444": dict(subsampling=0), "progressive": dict(progressive=True)}.get(kind, {})
+    img = img.convert({"gray": "L", "cmyk": "CMYK"}.get(kind, "RGB"))
+    img.save(buf, format="PNG" if kind == "png" else "JPEG", quality=90, **save)
+    data = buf.getvalue()
+    reset_decode_stats()
+    w, h, reason = read_header(data)
+    assert (w, h) == (470, 390)
+    assert reason == {"cmyk": "cmyk", "png": "not_jpeg"}.get(kind)
+    arr = decode_full(data, reason)
+    ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert arr.shape == ref.shape and np.array_equal(arr, ref)  # bit-identical to PIL's full decode
+    stats = decode_stats()
+    if reason is None:
+        assert stats == {"libjpeg_turbo": 1, "fallback": 0, "fallback_reasons": {}}
+    else:
+        assert stats == {"libjpeg_turbo": 0, "fallback": 1, "fallback_reasons": {reason: 1}}
+
+
+def _reference(family: str, data: bytes, rng: random.Random) -> np.ndarray:
+    """The training crop computed the pre-binding way, independently of the code under test: PIL's
+    full decode, PIL's resize of the whole image (torchvision's ``Resize`` geometry), the crops,
+    the flip; for GoogLeNet's crops torchvision's own ``resized_crop`` on the uint8 tensor."""
+    import torchvision.transforms.v2.functional as F2
+
+    from cnnrepro.data.transforms import center_crop, resize_shorter, sample_area_aspect_crop
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if family == "inception_crop":
+        x0, y0, cw, ch = sample_area_aspect_crop(*img.size, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+        t = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        t = F2.resized_crop(t, y0, x0, ch, cw, [224, 224], antialias=True)
+        out = t.permute(1, 2, 0).numpy()
+        return out[:, ::-1] if rng.random() < 0.5 else out
+    if family == "alexnet":
+        img, crop = center_crop(resize_shorter(img, 256), 256), 227
+        x0, y0 = rng.randint(0, 256 - crop), rng.randint(0, 256 - crop)
+    else:  # ResNet's scale jitter, S in [256, 480]
+        s, crop = rng.randint(256, 480), 224
+        img = resize_shorter(img, s)
+        x0, y0 = rng.randint(0, img.size[0] - crop), rng.randint(0, img.size[1] - crop)
+    out = np.asarray(img.crop((x0, y0, x0 + crop, y0 + crop)))
+    return out[:, ::-1] if rng.random() < 0.5 else out
+
+
+def _family(name: str, reduced_decode: bool = False):
+    from cnnrepro.data.transforms import InceptionCropTrain, ScaleJitterTrain
+
+    return {"alexnet": lambda: AlexNetTrain(reduced_decode=reduced_decode),
+            "scale_jitter": lambda: ScaleJitterTrain(crop=224, scale_range=[256, 480], reduced_decode=reduced_decode),
+            "inception_crop": lambda: InceptionCropTrain(crop=224, reduced_decode=reduced_decode)}[name]()
+
+
+@pytest.mark.parametrize("family", ["alexnet", "scale_jitter", "inception_crop"])
+def test_training_crop_is_the_full_decode_crop_on_real_photographs(family):
+    """Speed never changes what the model sees: the loader's crop (libjpeg-turbo decode, torch's uint8
+    resize of only what is needed) against the full-decode-then-resize-then-crop reference.
+
+    Tolerance: the decode is bit-identical (test above); what remains is the resampler's
+    fixed-point rounding: PIL and torch run the same separable antialiased bilinear filter with
+    different fixed-point precisions, so one pass can round a value one level apart and the two
+    passes (horizontal, vertical) at most two: max |diff| <= 2 uint8 levels, and such pixels are rare
+    (mean |diff| < 0.01 level). GoogLeNet's crops run torchvision's own tensor resize: identical."""
+    from cnnrepro.data.transforms import decode_stats, reset_decode_stats
+
+    t = _family(family)
+    reset_decode_stats()
+    diffs = []
+    for photo, size in PHOTOS:
+        data = _photo_jpeg(photo, size)
+        for seed in range(12):
+            ours = t(data, random.Random(seed)).permute(1, 2, 0).numpy().astype(int)
+            ref = _reference(family, data, random.Random(seed)).astype(int)
+            assert ours.shape == ref.shape
+            diffs.append(np.abs(ours - ref))
+    d = np.stack(diffs)
+    print(f"{family}: max |diff| {d.max()}, mean |diff| {d.mean():.5f} over {len(diffs)} crops")
+    if family == "inception_crop":
+        assert d.max() == 0
+    else:
+        assert d.max() <= 2 and d.mean() < 0.01, (d.max(), d.mean())
+    assert decode_stats()["libjpeg_turbo"] == len(PHOTOS) * 12 and decode_stats()["fallback"] == 0
+
+
+@pytest.mark.parametrize("family", ["alexnet", "scale_jitter", "inception_crop"])
+def test_dct_scaled_decoding_is_opt_in_because_it_changes_pixels(family):
+    """libjpeg-turbo's DCT scaling (1/2, 1/4, 1/8) is a different downsampling from a full decode and a resize:
+    the same crop (small mean difference) but not within rounding, so it is off by default."""
+    assert _family(family).reduced_decode is False
+    fast, full = _family(family, reduced_decode=True), _family(family)
+    diffs = []
+    for photo, size in PHOTOS:
+        data = _photo_jpeg(photo, (size[0] * 2, size[1] * 2))  # large photos: scaling applies to every crop
+        for seed in range(4):
+            a = fast(data, random.Random(seed)).float()
+            b = full(data, random.Random(seed)).float()
+            diffs.append((a - b).abs())
+    d = torch.stack(diffs)
+    print(f"{family} reduced_decode vs full decode: max |diff| {d.max():.0f}, mean |diff| {d.mean():.3f}")
+    assert d.mean() < 4  # the same crop: a shifted or mis-scaled crop differs by tens of levels
+    assert d.max() > 2 and d.mean() > 0.01  # more than the rounding tolerance above: hence opt-in
 
 
 @pytest.mark.parametrize("kind", ["rgb", "gray", "cmyk", "png"])
