@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ._fully_conv import convolutionalize
+from ._lrn import LocalResponseNorm
 from .interop import register_converter
 from .registry import register_model
 
@@ -86,11 +87,11 @@ class AlexNet(nn.Module):
             OrderedDict(
                 conv1=nn.Conv2d(in_chans, 96, kernel_size=11, stride=4),
                 relu1=nn.ReLU(inplace=True),
-                norm1=nn.LocalResponseNorm(**lrn),
+                norm1=LocalResponseNorm(**lrn),
                 pool1=nn.MaxPool2d(kernel_size=3, stride=2),
                 conv2=nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),
                 relu2=nn.ReLU(inplace=True),
-                norm2=nn.LocalResponseNorm(**lrn),
+                norm2=LocalResponseNorm(**lrn),
                 pool2=nn.MaxPool2d(kernel_size=3, stride=2),
                 conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),
                 relu3=nn.ReLU(inplace=True),
