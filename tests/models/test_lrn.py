@@ -43,6 +43,17 @@ def test_equals_torch_forward_and_backward(shape, size, constants):
     torch.testing.assert_close(grad, g_ref, rtol=1e-6, atol=1e-6)
 
 
+def test_wide_window_keeps_precision_after_large_channels():
+    # a running sum over channels would carry the first channels' 1e8 into every later window
+    # and lose the later channels' small squares in its float32 rounding
+    x = torch.randn(2, 1000, 2, 2)
+    x[:, :50] *= 1e4
+    g = torch.randn_like(x)
+    (y_ref, g_ref), (y, grad) = _both(x, g, 33, 1e-2, 0.75, 2.0)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, g_ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape,size", [((2, 7, 5, 4), 5), ((2, 7, 5, 4), 4), ((2, 40, 3, 3), 21), ((2, 5, 6), 3)])
 def test_float64_matches_torch_to_rounding_and_passes_gradcheck(shape, size):
     x = torch.randn(shape, dtype=torch.float64) * 3
