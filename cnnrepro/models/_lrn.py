@@ -13,15 +13,16 @@ counted in the average, `k` and `beta` -- with an analytic backward:
 
 The window sums are sums of shifted channel slices: exact, the same adds on any device, and few
 for AlexNet's n = 5. Wide windows use a cumulative sum in float64, which keeps float32's
-precision at any channel count. `nn.LocalResponseNorm` stays the base class so `isinstance`
+precision at any channel count. Nothing here is CPU-specific: on CUDA the same tensor ops run
+(checked against torch's on the CPU only; this project's test machines have no GPU). `nn.LocalResponseNorm` stays the base class so `isinstance`
 checks, the module's repr and its (empty) state_dict are unchanged.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = ["LocalResponseNorm", "local_response_norm"]
 
@@ -118,6 +119,8 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
     """`torch.nn.functional.local_response_norm`, same arguments, shapes and result."""
     if x.dim() < 3:
         raise ValueError(f"local_response_norm expects an N x C x ... input of 3 or more dims, got {x.dim()}")
+    if size < 1:
+        raise ValueError(f"local_response_norm: size is the channel window and must be >= 1, got {size}")
     if x.numel() == 0:
         return x  # as torch's does
     return _LRN.apply(x, size, alpha, beta, k)

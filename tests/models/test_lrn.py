@@ -96,6 +96,8 @@ def test_bf16_autocast_normalises_in_float32_like_torch():
 def test_same_refusals_and_empty_input_as_torch():
     with pytest.raises(ValueError, match="3 or more dims"):
         local_response_norm(torch.ones(2, 3), 5)
+    with pytest.raises(ValueError, match="size"):
+        local_response_norm(torch.ones(2, 3, 4), 0)
     empty = torch.ones(0, 4, 3, 3)
     assert local_response_norm(empty, 5) is empty
 
