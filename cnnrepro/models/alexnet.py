@@ -79,8 +79,9 @@ class AlexNet(nn.Module):
 
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.5, in_chans: int = 3):
         super().__init__()
-        # Sec. 3.3: the paper's formula has alpha outside any 1/n; torch's LocalResponseNorm
-        # divides alpha by the window size n, so we pass n * alpha to compute the paper's formula.
+        # Sec. 3.3: the paper's formula has alpha outside any 1/n; torch's LocalResponseNorm (and
+        # ours, models/_lrn.py, which keeps its semantics) divides alpha by the window size n, so
+        # we pass n * alpha to compute the paper's formula.
         # (Caffe's re-implementation used alpha/n instead, a slightly weaker normalisation.)
         lrn = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
         self.features = nn.Sequential(
