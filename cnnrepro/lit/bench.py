@@ -9,6 +9,8 @@ costs nothing.
 
 A second table times the plain loop's fast paths on the current device: channels_last memory
 format, bf16 autocast, and (with --compile) torch.compile, each against fp32 in the same run.
+For a model with LRN, a third compares torch's LocalResponseNorm with the project's
+(cnnrepro/lit/bench_lrn.py).
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ def bench_train(module, dm, *, steps: int = 12, warmup: int = 3, rounds: int = 3
             _plain_loop(m, hp, batches[: warmup + 1], warmup, aux_weights=aux)  # compile outside the clock
             table["torch.compile"] = _plain_loop(m, hp, batches, warmup, aux_weights=aux)[0]
         res["fast_paths"] = {k: {"images_per_sec": v, "vs_fp32": v / table["fp32"]} for k, v in table.items()}
+    if any(isinstance(m, torch.nn.LocalResponseNorm) for m in module.model.modules()):
+        from cnnrepro.lit.bench_lrn import bench_lrn  # issue 15: our LRN against torch's
+
+        res["lrn"] = bench_lrn(module.model.to(device), batches, rounds=rounds,
+                               step_fn=lambda m, b: _plain_loop(m, hp, b, warmup, aux_weights=aux)[0])
     return res
 
 
@@ -197,4 +204,8 @@ def main(args: list[str]) -> int:
         print(f"\n{'fast path (plain loop)':28s} {'images/s':>10s} {'vs fp32':>8s}")
         for k, v in res["fast_paths"].items():
             print(f"{k:28s} {v['images_per_sec']:10.2f} {v['vs_fp32']:8.2f}")
+    if "lrn" in res:
+        from cnnrepro.lit.bench_lrn import format_lrn
+
+        print("\n" + format_lrn(res["lrn"]))
     return 0

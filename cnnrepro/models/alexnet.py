@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from ._fully_conv import convolutionalize
+from ._lrn import LocalResponseNorm
 from .interop import register_converter
 from .registry import register_model
 
@@ -78,19 +79,20 @@ class AlexNet(nn.Module):
 
     def __init__(self, *, num_classes: int = 1000, dropout: float = 0.5, in_chans: int = 3):
         super().__init__()
-        # Sec. 3.3: the paper's formula has alpha outside any 1/n; torch's LocalResponseNorm
-        # divides alpha by the window size n, so we pass n * alpha to compute the paper's formula.
+        # Sec. 3.3: the paper's formula has alpha outside any 1/n; torch's LocalResponseNorm (and
+        # ours, models/_lrn.py, which keeps its semantics) divides alpha by the window size n, so
+        # we pass n * alpha to compute the paper's formula.
         # (Caffe's re-implementation used alpha/n instead, a slightly weaker normalisation.)
         lrn = dict(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
         self.features = nn.Sequential(
             OrderedDict(
                 conv1=nn.Conv2d(in_chans, 96, kernel_size=11, stride=4),
                 relu1=nn.ReLU(inplace=True),
-                norm1=nn.LocalResponseNorm(**lrn),
+                norm1=LocalResponseNorm(**lrn),
                 pool1=nn.MaxPool2d(kernel_size=3, stride=2),
                 conv2=nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=2),
                 relu2=nn.ReLU(inplace=True),
-                norm2=nn.LocalResponseNorm(**lrn),
+                norm2=LocalResponseNorm(**lrn),
                 pool2=nn.MaxPool2d(kernel_size=3, stride=2),
                 conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),
                 relu3=nn.ReLU(inplace=True),

@@ -50,6 +50,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._lrn import LocalResponseNorm
 from .registry import register_model
 
 __all__ = ["GoogLeNet", "Inception", "googlenet", "GOOGLENET_TABLE"]
@@ -85,10 +86,10 @@ def _conv_relu(in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, paddi
     )
 
 
-def _lrn() -> nn.LocalResponseNorm:
+def _lrn() -> LocalResponseNorm:
     # Constants from BVLC's Caffe GoogLeNet (the paper gives none); Caffe's alpha is already
     # divided by the window size, as torch's is, so the values carry over unchanged.
-    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
+    return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=1.0)
 
 
 class Inception(nn.Module):

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ._fully_conv import convolutionalize
+from ._lrn import LocalResponseNorm
 from .interop import register_converter
 from .registry import register_model
 
@@ -87,7 +88,7 @@ def _feature_layers(cfg: str, batch_norm: bool, in_chans: int = 3) -> list[tuple
                 # Sec. 2.1: LRN with the parameters of Krizhevsky et al. 2012 (k=2, n=5,
                 # alpha=1e-4, beta=0.75). AlexNet's formula has alpha outside any 1/n; torch
                 # divides alpha by n, so we pass n * alpha.
-                layers.append((f"norm{b}", nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)))
+                layers.append((f"norm{b}", LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)))
                 continue
             k, out = map(int, _CONV.fullmatch(spec).groups())
             i += 1

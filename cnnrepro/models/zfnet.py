@@ -30,6 +30,7 @@ from torch import nn
 
 from .alexnet import alexnet_head
 from ._fully_conv import convolutionalize
+from ._lrn import LocalResponseNorm
 from .registry import register_model
 
 __all__ = ["ZFNet", "zfnet", "renormalize_filters_"]
@@ -76,11 +77,11 @@ class ZFNet(nn.Module):
                 conv1=nn.Conv2d(in_chans, 96, kernel_size=7, stride=2, padding=1),
                 relu1=nn.ReLU(inplace=True),
                 pool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-                norm1=nn.LocalResponseNorm(**lrn),
+                norm1=LocalResponseNorm(**lrn),
                 conv2=nn.Conv2d(96, 256, kernel_size=5, stride=2),
                 relu2=nn.ReLU(inplace=True),
                 pool2=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
-                norm2=nn.LocalResponseNorm(**lrn),
+                norm2=LocalResponseNorm(**lrn),
                 conv3=nn.Conv2d(256, 384, kernel_size=3, padding=1),
                 relu3=nn.ReLU(inplace=True),
                 conv4=nn.Conv2d(384, 384, kernel_size=3, padding=1),

@@ -82,3 +82,7 @@ def test_bench_train_runs_and_reports_a_ratio(tmp_path):
     assert res["lightning_images_per_sec"] > 0 and res["plain_images_per_sec"] > 0
     assert res["ratio"] == pytest.approx(res["lightning_images_per_sec"] / res["plain_images_per_sec"])
     assert set(res["fast_paths"]) == {"fp32", "channels_last", "bf16 autocast", "channels_last + bf16"}
+    # issue 15: a model with LRN gets the LRN table (layer and step, torch's vs ours)
+    lrn = res["lrn"]
+    assert [r["input"] for r in lrn["layers"]] == [[4, 96, 55, 55], [4, 256, 27, 27]]
+    assert set(lrn["step"]) == {"torch", "ours", "none"} and lrn["step_speedup"] > 0
