@@ -1,6 +1,9 @@
-"""``cnnrepro recipes check``: every recipe loads through the real CLI parser and is consistent.
+"""Recipes: the ``extends`` chain, the packaged recipes folder, and the checks of `cnnrepro recipes check`.
 
-For each ``recipes/*.yaml`` (default: the repository's recipes folder):
+A recipe may name a base recipe with ``extends: base.yaml`` (relative to the recipe); the chain is
+given to LightningCLI as successive ``--config`` files, bases first (``lit/cli.py``).
+
+The checks, for each ``recipes/*.yaml`` (default: the recipes shipped with the package):
   - it parses through ``CnnreproCLI``'s LightningCLI parser (``extends`` chain, typed keys,
     unknown keys rejected), without instantiating the model or the data and without training;
   - it opens with a provenance header: the paper (with its year or arXiv id), a "Paper numbers"
@@ -15,17 +18,44 @@ Every registry name must have its recipe. Paper numbers marked UNVERIFIED are co
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-__all__ = ["check_recipes", "recipes_command", "RecipeReport", "NORMALIZATION"]
+from cnnrepro.errors import UserError
+from cnnrepro.lit.cli import parse_only
+from cnnrepro.models import list_models, model_info
+from cnnrepro.resources import data_path
 
-REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+__all__ = ["recipe_chain", "recipes_dir", "check_one", "check_recipes", "RecipeReport", "NORMALIZATION"]
+
+
+def recipes_dir() -> Path:
+    """The recipes shipped with cnnrepro (the checkout's top-level recipes/ in an editable install)."""
+    return data_path("recipes")
+
+
+def recipe_chain(recipe: str | Path) -> list[Path]:
+    """[base, ..., recipe] following ``extends`` keys; cycles and missing files are errors."""
+    chain: list[Path] = []
+    path = Path(recipe)
+    while True:
+        if not path.is_file():
+            raise UserError(f"recipe {str(path)!r} not found" + (f" (extended by {chain[0]})" if chain else ""))
+        path = path.resolve()
+        if path in chain:
+            raise UserError(f"recipe {path} extends itself (cycle: {' -> '.join(map(str, chain))})")
+        chain.insert(0, path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"recipe {path} is not valid YAML: {e}") from None
+        base = data.get("extends") if isinstance(data, dict) else None
+        if not base:
+            return chain
+        path = path.parent / base
 
 # model_info(name).normalization -> (mean, std) in 0..255 units; None mean: the manifest's mean RGB
 NORMALIZATION = {
@@ -73,28 +103,7 @@ def _close(a, b) -> bool:
     return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b))
 
 
-def _parse(chain: list[Path]):
-    """The resolved config of a recipe chain, parsed by the real LightningCLI parser."""
-    from cnnrepro.cli import _build_cli_class
-
-    CnnreproCLI, Module, DataModule = _build_cli_class()
-
-    class ParseOnly(CnnreproCLI):
-        def instantiate_classes(self):  # parse and type-check only: no model, no data, no trainer
-            pass
-
-        def _set_seed(self):  # nothing is run: no seeding (and no "Seed set" line per recipe)
-            pass
-
-    cli = ParseOnly(Module, DataModule, args=[a for p in chain for a in ("--config", str(p))], run=False,
-                    recipe_files=chain, parser_kwargs={"default_env": False})
-    return cli.config
-
-
 def check_one(path: Path, names: set[str]) -> RecipeReport:
-    from cnnrepro.cli import CliError, recipe_chain
-    from cnnrepro.models import model_info
-
     rep = RecipeReport(path)
     text = path.read_text()
     head = _header(text)
@@ -119,9 +128,8 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
     if "Departures" not in head:
         rep.errors.append("header has no 'Departures' section (write 'none' if there are none)")
     try:
-        chain = recipe_chain(path)
-        cfg = _parse(chain)
-    except (CliError, SystemExit, Exception) as e:  # jsonargparse reports bad keys via SystemExit
+        cfg = parse_only("fit", recipe_chain(path))
+    except (SystemExit, Exception) as e:  # jsonargparse reports bad keys via SystemExit
         rep.errors.append(f"does not parse through the CLI: {e!r}"[:400])
         return rep
     m, d, t = cfg["model"], cfg["data"], cfg["trainer"]
@@ -171,39 +179,10 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
     return rep
 
 
-def check_recipes(folder: Path | str = REPO_RECIPES) -> tuple[list[RecipeReport], list[str]]:
-    """(per-recipe reports, registry names without a recipe)."""
-    from cnnrepro.models import list_models
-
-    folder = Path(folder)
+def check_recipes(folder: Path | str | None = None) -> tuple[list[RecipeReport], list[str]]:
+    """(per-recipe reports, registry names without a recipe) of ``folder`` (default: ``recipes_dir()``)."""
+    folder = Path(folder) if folder is not None else recipes_dir()
     names = set(list_models())
     reports = [check_one(p, names) for p in sorted(folder.glob("*.yaml"))]
     missing = sorted(n for n in names if not (folder / f"{n}.yaml").is_file())
     return reports, missing
-
-
-def recipes_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes")
-    p.add_argument("action", choices=["check"])
-    p.add_argument("folder", nargs="?", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
-    a = p.parse_args(args)
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    reports, missing = check_recipes(a.folder)
-    bad = [r for r in reports if r.errors]
-    for r in reports:
-        status = "FAIL" if r.errors else "ok"
-        note = "  (paper numbers UNVERIFIED)" if r.unverified else ""
-        print(f"{status:4s} {r.path.name}{note}")
-        for e in r.errors:
-            print(f"     - {e}")
-    for n in missing:
-        print(f"FAIL {n}.yaml: missing (every registry model needs its recipe)")
-    unv = [r.path.stem for r in reports if r.unverified]
-    print(f"\n{len(reports)} recipes, {len(bad)} failing, {len(missing)} missing; "
-          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else ""))
-    return 1 if bad or missing else 0

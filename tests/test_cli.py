@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,12 +81,54 @@ def test_missing_recipe_is_a_clear_error(tmp_path):
     assert "nope.yaml" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_print_config_shows_the_resolved_recipe(tmp_path):
-    p = run(["fit", ALEXNET, "--print_config"], tmp_path, check=0)
-    cfg = yaml.safe_load(p.stdout)
+@pytest.fixture(scope="module")
+def printed_config(tmp_path_factory):
+    """`cnnrepro fit ALEXNET --print_config`, run once for the tests below."""
+    return run(["fit", ALEXNET, "--print_config"], tmp_path_factory.mktemp("print_config"), check=0)
+
+
+def test_print_config_shows_the_resolved_recipe(printed_config):
+    cfg = yaml.safe_load(printed_config.stdout)
     assert cfg["model"]["lr"] == 0.01 and cfg["data"]["batch_size"] == 128
     assert cfg["trainer"]["max_epochs"] == 90
     assert cfg["trainer"]["log_every_n_steps"] == 10  # from base.yaml through `extends`
+
+
+def test_a_printed_config_replays_as_the_same_run(printed_config, tmp_path):
+    cfg = yaml.safe_load(printed_config.stdout)
+    # the chain is resolved: no `extends` pointing at a base.yaml that is not beside the saved file
+    assert "extends" not in cfg
+    assert cfg["run"]["name"] == "alexnet"  # the replay runs in the recipe's group, not in runs/config/
+    saved = tmp_path / "config.yaml"
+    saved.write_text(printed_config.stdout)
+    replay = run(["fit", str(saved), "--print_config"], tmp_path, check=0)
+    assert yaml.safe_load(replay.stdout) == cfg
+
+
+def test_no_lightningcli_warning_about_args_and_the_command_line(printed_config):
+    assert "args parameter is intended" not in printed_config.stderr
+
+
+def test_lightningcli_optimizer_flags_are_refused_naming_the_recipe_keys(tmp_path):
+    # they would silently replace the paper's optimizer and schedule (ClassifierModule.configure_optimizers)
+    p = run(["fit", ALEXNET, "--optimizer", "Adam"], tmp_path, check=2)
+    assert "model.optimizer" in p.stderr and "model.lr_schedule" in p.stderr and "Traceback" not in p.stderr
+    p = run(["fit", ALEXNET, "--lr_scheduler=StepLR"], tmp_path, check=2)
+    assert "--lr_scheduler" in p.stderr and "model.lr_schedule" in p.stderr
+    p = run(["fit", ALEXNET, "--help"], tmp_path, check=0)
+    assert "--model.optimizer" in p.stdout
+    assert not re.search(r"(^|[\s\[])--(optimizer|lr_scheduler)\b", p.stdout)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    from cnnrepro.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("fit", "validate", "test", "submit", "table", "plot", "profile", "models", "recipes check",
+                 "shards", "bench data"):
+        assert f"cnnrepro {verb} " in out, verb
+    assert "bench train RECIPE" in out
 
 
 @pytest.mark.slow
@@ -108,10 +151,17 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["lr"] == 0.01 and saved["data"]["root"] == str(tiny_shards)
+    assert "extends" not in saved and saved["run"]["name"] == "alexnet"  # replayable: `cnnrepro fit config.yaml`
     assert (run_dir / "metrics.csv").exists()
     # W&B offline (no API key in the environment): real run files under the run folder
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     wandb_id = (run_dir / "wandb_id.txt").read_text().strip()
+    # the W&B run carries the whole resolved config and the record's summary
+    files = next((run_dir / "wandb").glob("offline-run-*/files"))
+    wb_cfg = yaml.safe_load((files / "config.yaml").read_text())
+    assert wb_cfg["model"]["value"]["lr"] == 0.01 and wb_cfg["data"]["value"]["root"] == str(tiny_shards)
+    summary = json.loads((files / "wandb-summary.json").read_text())
+    assert summary["record/top1"] == rec["top1"] and summary["record/protocol"] == "center"
 
     # resume the same run for a second epoch
     p = run(["fit", ALEXNET, *data, *FAST, "--trainer.max_epochs", "2", "--ckpt_path", "last"], tmp_path, check=0)
@@ -144,3 +194,12 @@ def test_table_without_records_is_explained(tmp_path):
     (tmp_path / "runs").mkdir()
     p = run(["table", "runs"], tmp_path, check=2)
     assert "cnnrepro fit" in p.stderr
+
+
+def test_table_does_not_pay_for_lightning(tmp_path):
+    # everything `cnnrepro table` imports (the verb's module and what it imports at its top)
+    code = ("import sys, cnnrepro.cli, cnnrepro.commands.results; "
+            "assert 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr[-2000:]

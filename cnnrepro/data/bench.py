@@ -19,7 +19,6 @@ ImageNet's typical 500x375 or 375x500, with mild sensor-like noise) at quality 9
 
 from __future__ import annotations
 
-import argparse
 import io
 import statistics
 import time
@@ -28,9 +27,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .demo import DEMO_CLASSES, _load_photo, cache_dir
+import torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
 
-__all__ = ["bench_command", "build_bench_tree", "measure"]
+from .demo import DEMO_CLASSES, _load_photo, cache_dir
+from .shards import read_manifest, write_shards
+from .stream import ShardInfo, TrainStream
+from .transforms import InceptionCropTrain
+
+__all__ = ["bench_data", "build_bench_tree", "measure", "BENCH_VERSION"]
 
 BENCH_VERSION = 1
 SIZES = [(500, 375)] * 3 + [(375, 500), (500, 333)]  # ImageNet's most common sizes, landscape-heavy
@@ -64,9 +71,6 @@ def build_bench_tree(root: Path, images: int, *, seed: int = 0, quality: int = 9
 
 
 def _ours(shards_dir: Path, batch_size: int, crop: int):
-    from .shards import read_manifest
-    from .stream import ShardInfo, TrainStream
-    from .transforms import InceptionCropTrain
 
     m = read_manifest(shards_dir)
     shards = [ShardInfo(str(shards_dir / s["name"]), s["count"]) for s in m["train"]["shards"]]
@@ -81,9 +85,6 @@ def _ours(shards_dir: Path, batch_size: int, crop: int):
 
 
 def _torchvision(tree: Path, batch_size: int, crop: int):
-    import torchvision.transforms as T
-    from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
 
     tf = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -125,26 +126,13 @@ def measure(runs: dict, rounds: int) -> dict[str, list[float]]:
     return rates
 
 
-def bench_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench", description="loader throughput per core")
-    p.add_argument("what", choices=["data"], help="data: training loader, ours vs torchvision")
-    p.add_argument("--images", type=int, default=640, help="JPEGs in the benchmark set")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per loader")
-    p.add_argument("--noise", type=float, default=3.0,
-                   help="std of the sensor-like noise added to the photos: more noise, larger and slower JPEGs "
-                        "(3: ~52 KB per 500x375 image; ImageNet's average file is ~110 KB)")
-    p.add_argument("--dir", default=None, help=f"where the JPEGs and shards go (default $CNNREPRO_CACHE/bench-v{BENCH_VERSION})")
-    a = p.parse_args(args)
-    import torch
-
-    from .shards import write_shards
-
+def bench_data(*, images: int = 640, batch_size: int = 32, crop: int = 224, rounds: int = 3, noise: float = 3.0,
+               folder: str | None = None) -> int:
+    """Build (or reuse) the benchmark JPEGs and shards, time both loaders, print the comparison."""
     torch.set_num_threads(1)  # one core: PIL is single-threaded; torch ops must be too
-    root = Path(a.dir) if a.dir else cache_dir() / f"bench-v{BENCH_VERSION}"
-    tag = f"{a.images}" + ("" if a.noise == 3.0 else f"-noise{a.noise:g}")
-    tree = build_bench_tree(root / f"tree-{tag}", a.images, noise=a.noise)
+    root = Path(folder) if folder else cache_dir() / f"bench-v{BENCH_VERSION}"
+    tag = f"{images}" + ("" if noise == 3.0 else f"-noise{noise:g}")
+    tree = build_bench_tree(root / f"tree-{tag}", images, noise=noise)
     shards = root / f"shards-{tag}"
     if not (shards / "manifest.json").exists():
         write_shards(tree, shards, samples_per_shard=128, workers=1, progress=False)
@@ -156,13 +144,13 @@ def bench_command(args: list[str]) -> int:
     kb = statistics.mean(f.stat().st_size for f in files) / 1024
     print(f"{len(files)} JPEGs (photo content, quality 90), mean {kb:.0f} KB, sizes "
           + ", ".join(f"{w}x{h}: {sizes.count((w, h))}" for w, h in sorted(set(sizes), reverse=True)))
-    print(f"one core (torch threads 1, no loader workers), batch {a.batch_size}, crop {a.crop}, "
-          f"{a.rounds} alternating rounds; images per CPU-second of one core, median (min-max)")
+    print(f"one core (torch threads 1, no loader workers), batch {batch_size}, crop {crop}, "
+          f"{rounds} alternating rounds; images per CPU-second of one core, median (min-max)")
     rates = measure({
-        "ours": _ours(shards, a.batch_size, a.crop),
-        "torchvision": _torchvision(tree, a.batch_size, a.crop),
+        "ours": _ours(shards, batch_size, crop),
+        "torchvision": _torchvision(tree, batch_size, crop),
         "decode": _decode_only(tree),
-    }, a.rounds)
+    }, rounds)
     labels = {
         "ours": "ours: shards -> TrainStream -> InceptionCropTrain (uint8; DCT-scaled decode when the crop allows; "
                 "libjpeg-turbo to tensor + vectorised uint8 resize otherwise)",

@@ -29,6 +29,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnrepro.errors import UserError
+
 __all__ = ["Item", "Source", "detect_source", "scan_tree", "read_item", "devkit_labels", "SourceError"]
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -39,7 +41,7 @@ SYNSET_MAPPING = "LOC_synset_mapping.txt"
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$", re.IGNORECASE)
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """SRC is not a form we can read, or its parts disagree; the message names the file."""
 
 

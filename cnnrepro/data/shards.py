@@ -38,6 +38,8 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from cnnrepro.errors import UserError
+
 from .ilsvrc import Source, detect_source, read_item
 
 __all__ = ["write_shards", "check_image", "RejectedImage", "read_manifest", "ManifestError", "resolution_error",
@@ -51,8 +53,8 @@ class RejectedImage(Exception):
     """An input file that cannot become a training sample; the message is the reason."""
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(UserError):
+    """manifest.json is missing, unreadable or of another version; the message names the file."""
 
 
 def check_image(

@@ -33,6 +33,7 @@ from PIL import Image
 from torch import nn
 
 from cnnrepro.data.stream import EvalStream
+from cnnrepro.errors import UserError
 from cnnrepro.data.transforms import decode_rgb, resize_shorter, to_uint8_tensor
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 PROTOCOLS = ("center", "flip", "tencrop", "dense", "multicrop144")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A protocol asked for something it cannot do; the message names the flag."""
 
 

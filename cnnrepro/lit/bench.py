@@ -13,17 +13,16 @@ format, bf16 autocast, and (with --compile) torch.compile, each against fp32 in 
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 from contextlib import nullcontext
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bench_train", "main"]
+__all__ = ["bench_train", "render"]
 
 
 def _batches(dm, n: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -77,8 +76,6 @@ def _plain_loop(model, hp, batches, warmup, *, channels_last=False, bf16=False, 
 
 def _lightning(module, batches, warmup):
     """images/s of the real ClassifierModule under pl.Trainer on the same in-memory batches."""
-    import pytorch_lightning as pl
-
     class Clock(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == warmup - 1:
@@ -147,46 +144,8 @@ def bench_train(module, dm, *, steps: int = 12, warmup: int = 3, rounds: int = 3
     return res
 
 
-def _instantiate(recipe_args: list[str]):
-    """The recipe's ClassifierModule and DataModule, built by the real CLI parser (no run)."""
-    from cnnrepro.cli import _build_cli_class, recipe_chain
-
-    files = []
-    if recipe_args and not recipe_args[0].startswith("-"):
-        files = recipe_chain(recipe_args[0])
-        recipe_args = recipe_args[1:]
-    CLI, Module, DataModule = _build_cli_class()
-    from pytorch_lightning.cli import LightningCLI
-
-    class BenchCLI(CLI):
-        # the recipe's parser (extends, run.*, links) without a run folder, loggers or checkpoints
-        def instantiate_trainer(self, **kwargs):
-            return LightningCLI.instantiate_trainer(self, logger=False, enable_checkpointing=False)
-
-    cli = BenchCLI(Module, DataModule, run=False, save_config_callback=None, recipe_files=files,
-                   args=[a for f in files for a in ("--config", str(f))] + recipe_args,
-                   parser_kwargs={"default_env": False})
-    return cli.model, cli.datamodule
-
-
-def main(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench train",
-                                description="Lightning path vs a plain PyTorch loop, same model and batches")
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
-    p.add_argument("--no-fast-paths", action="store_true")
-    p.add_argument("--json", action="store_true")
-    ours, rest = p.parse_known_args(args)
-    if ours.steps <= ours.warmup:
-        p.error("--steps must exceed --warmup")
-    module, dm = _instantiate(rest)
-    res = bench_train(module, dm, steps=ours.steps, warmup=ours.warmup, rounds=ours.rounds,
-                      fast_paths=not ours.no_fast_paths, compile=ours.compile)
-    if ours.json:
-        print(json.dumps(res, indent=1))
-        return 0
+def render(res: dict) -> None:
+    """Print bench_train's result as the two tables."""
     print(f"{res['model']} on {res['device']}, batch {res['batch_size']} x {res['input']}, "
           f"{res['steps'] - res['warmup']} timed steps, median of {res['rounds']} alternating rounds")
     print(f"{'path':28s} {'images/s':>10s}")
@@ -197,4 +156,3 @@ def main(args: list[str]) -> int:
         print(f"\n{'fast path (plain loop)':28s} {'images/s':>10s} {'vs fp32':>8s}")
         for k, v in res["fast_paths"].items():
             print(f"{k:28s} {v['images_per_sec']:10.2f} {v['vs_fp32']:8.2f}")
-    return 0

@@ -10,7 +10,8 @@ import pytest
 
 from PIL import Image
 
-from cnnrepro.data.bench import bench_command, build_bench_tree
+from cnnrepro.commands.bench import main as bench_main
+from cnnrepro.data.bench import build_bench_tree
 
 
 def test_bench_tree_is_imagenet_sized_photo_jpegs(tmp_path):
@@ -25,7 +26,7 @@ def test_bench_tree_is_imagenet_sized_photo_jpegs(tmp_path):
 
 @pytest.mark.slow
 def test_bench_data_prints_rates_and_their_ratio(tmp_path, capsys):
-    assert bench_command(["data", "--images", "24", "--rounds", "1", "--batch-size", "8", "--dir", str(tmp_path)]) == 0
+    assert bench_main("bench", ["data", "--images", "24", "--rounds", "1", "--batch-size", "8", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("24 JPEGs")
     rates = {k: float(v) for v, k in re.findall(r"^\s+([\d.]+)\s+\(.*?\)\s+(ours|torchvision|PIL)", out, re.M)}
