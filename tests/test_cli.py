@@ -156,12 +156,6 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     # W&B offline (no API key in the environment): real run files under the run folder
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     wandb_id = (run_dir / "wandb_id.txt").read_text().strip()
-    # the W&B run carries the whole resolved config and the record's summary
-    files = next((run_dir / "wandb").glob("offline-run-*/files"))
-    wb_cfg = yaml.safe_load((files / "config.yaml").read_text())
-    assert wb_cfg["model"]["value"]["lr"] == 0.01 and wb_cfg["data"]["value"]["root"] == str(tiny_shards)
-    summary = json.loads((files / "wandb-summary.json").read_text())
-    assert summary["record/top1"] == rec["top1"] and summary["record/protocol"] == "center"
 
     # resume the same run for a second epoch
     p = run(["fit", ALEXNET, *data, *FAST, "--trainer.max_epochs", "2", "--ckpt_path", "last"], tmp_path, check=0)
@@ -183,6 +177,36 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     assert "not comparable" in p.stdout  # demo data and centre crop vs the paper's ImageNet 10-crop
     p = run(["table", "runs", "--csv"], tmp_path, check=0)
     assert p.stdout.splitlines()[0].startswith("model,data,protocol")
+
+
+@pytest.mark.slow
+def test_a_wandb_run_carries_group_job_type_tags_the_resolved_config_and_the_record(tmp_path, tiny_shards, monkeypatch):
+    # in process: the run object is where W&B keeps them (offline runs keep no readable files)
+    from pytorch_lightning.loggers import WandbLogger
+
+    from cnnrepro.lit.cli import CnnreproCLI
+    from cnnrepro.recipes import recipe_chain
+
+    for k in [k for k in os.environ if k.startswith("WANDB")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("CNNREPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    chain = recipe_chain(ALEXNET)
+    cli = CnnreproCLI(args=["fit", *[a for p in chain for a in ("--config", str(p))], "--data.root", str(tiny_shards),
+                            *FAST, "--trainer.max_epochs", "1", "--run.wandb", "offline",
+                            "--run.wandb_tags", "[ablation]"], recipe_files=chain)
+    wb = next(lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)).experiment
+    try:
+        rec = json.loads(cli.run.record_path.read_text())
+        assert wb.group == "alexnet" and wb.job_type == "fit" and wb.name == "alexnet/fit-000"
+        assert set(wb.tags) == {"alexnet", "fit", "protocol:center", "ablation"}
+        assert wb.config["model"]["lr"] == 0.01 and wb.config["data"]["root"] == str(tiny_shards)
+        assert wb.config["trainer"]["max_epochs"] == 1 and wb.config["run"]["name"] == "alexnet"
+        assert wb.summary["record/top1"] == rec["top1"] and wb.summary["record/protocol"] == "center"
+        assert wb.summary["record/epochs"] == rec["epochs"] == 1
+    finally:
+        wb.finish()
 
 
 def test_resume_without_a_previous_run_is_explained(tmp_path, tiny_shards):
