@@ -1,6 +1,7 @@
 """What `pip install cnnrepro` (not editable) gives a user, and the declared dependency ranges."""
 
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
@@ -31,9 +32,12 @@ def test_every_third_party_import_is_declared():
 
 @pytest.mark.slow  # builds a wheel and runs two real commands from it (about a minute on 2 shared cores)
 def test_a_non_editable_install_reads_its_recipes_and_paper_numbers(tmp_path):
-    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    wheels, site, src = tmp_path / "wheels", tmp_path / "site", tmp_path / "src"
+    # a clean copy of the checkout: a stale build/ folder there could put deleted modules in the wheel
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "wandb", "tests", ".cache"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
                    check=True, cwd=tmp_path, timeout=600)
     wheel = next(wheels.glob("cnnrepro-*.whl"))
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=600)
