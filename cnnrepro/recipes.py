@@ -1,6 +1,9 @@
-"""``cnnrepro recipes check``: every recipe loads through the real CLI parser and is consistent.
+"""Recipes: the ``extends`` chain, the packaged recipes folder, and the checks of `cnnrepro recipes check`.
 
-For each ``recipes/*.yaml`` (default: the repository's recipes folder):
+A recipe may name a base recipe with ``extends: base.yaml`` (relative to the recipe); the chain is
+given to LightningCLI as successive ``--config`` files, bases first (``lit/cli.py``).
+
+The checks, for each ``recipes/*.yaml`` (default: the recipes shipped with the package):
   - it parses through ``CnnreproCLI``'s LightningCLI parser (``extends`` chain, typed keys,
     unknown keys rejected), without instantiating the model or the data and without training;
   - it opens with a provenance header: the paper (with its year or arXiv id), a "Paper numbers"
@@ -14,21 +17,57 @@ For each ``recipes/*.yaml`` (default: the repository's recipes folder):
     model's (``model_info(name).normalization``).
 Every registry name must have its recipe. Every UNVERIFIED mark (recipes and paper numbers) is
 listed and counted.
+
+``report_one`` renders a recipe's fidelity report (`cnnrepro recipes report`).
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
+import inspect
 import re
-import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
-__all__ = ["check_recipes", "recipes_command", "RecipeReport", "NORMALIZATION"]
+from cnnrepro.errors import UserError
+from cnnrepro.fidelity import hidden_default_errors, pointer_errors, render_report, unverified_marks
+from cnnrepro.lit.cli import parse_only
+from cnnrepro.models import create_model, list_models, model_info
+from cnnrepro.resources import data_path
+from cnnrepro.results.table import load_paper_numbers
 
-REPO_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+__all__ = ["recipe_chain", "recipes_dir", "check_one", "check_recipes", "RecipeReport", "NORMALIZATION",
+           "report_one", "builder_defaults", "all_unverified_marks"]
+
+
+def recipes_dir() -> Path:
+    """The recipes shipped with cnnrepro (the checkout's top-level recipes/ in an editable install)."""
+    return data_path("recipes")
+
+
+def recipe_chain(recipe: str | Path) -> list[Path]:
+    """[base, ..., recipe] following ``extends`` keys; cycles and missing files are errors."""
+    chain: list[Path] = []
+    path = Path(recipe)
+    while True:
+        if not path.is_file():
+            raise UserError(f"recipe {str(path)!r} not found" + (f" (extended by {chain[0]})" if chain else ""))
+        path = path.resolve()
+        if path in chain:
+            raise UserError(f"recipe {path} extends itself (cycle: {' -> '.join(map(str, chain))})")
+        chain.insert(0, path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"recipe {path} is not valid YAML: {e}") from None
+        base = data.get("extends") if isinstance(data, dict) else None
+        if not base:
+            return chain
+        path = path.parent / base
 
 # model_info(name).normalization -> (mean, std) in 0..255 units; None mean: the manifest's mean RGB
 NORMALIZATION = {
@@ -76,30 +115,8 @@ def _close(a, b) -> bool:
     return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b))
 
 
-def _parse(chain: list[Path]):
-    """The resolved config of a recipe chain, parsed by the real LightningCLI parser."""
-    from cnnrepro.cli import _build_cli_class
-
-    CnnreproCLI, Module, DataModule = _build_cli_class()
-
-    class ParseOnly(CnnreproCLI):
-        def instantiate_classes(self):  # parse and type-check only: no model, no data, no trainer
-            pass
-
-        def _set_seed(self):  # nothing is run: no seeding (and no "Seed set" line per recipe)
-            pass
-
-    cli = ParseOnly(Module, DataModule, args=[a for p in chain for a in ("--config", str(p))], run=False,
-                    recipe_files=chain, parser_kwargs={"default_env": False})
-    return cli.config
-
-
 def _model_defaults(arch: str) -> dict:
     """Module arguments whose null means "the model's own value" (see cnnrepro.fidelity)."""
-    import torch
-
-    from cnnrepro.models import create_model
-
     with torch.device("meta"):  # attributes only: no memory, no initialisation cost
         model = create_model(arch)
     aux = tuple(getattr(model, "aux_loss_weights", ()) or ())
@@ -107,9 +124,6 @@ def _model_defaults(arch: str) -> dict:
 
 
 def check_one(path: Path, names: set[str]) -> RecipeReport:
-    from cnnrepro.cli import CliError, recipe_chain
-    from cnnrepro.models import model_info
-
     rep = RecipeReport(path)
     text = path.read_text()
     head = _header(text)
@@ -125,18 +139,14 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
     if not leaf:
         return rep
     # paper numbers live in results/paper_numbers.yaml only; the header points at the entry
-    from cnnrepro.fidelity import hidden_default_errors, pointer_errors
-    from cnnrepro.results.table import load_paper_numbers
-
     paper = load_paper_numbers()
     rep.errors += pointer_errors(path.stem, head, paper)
     rep.unverified = "UNVERIFIED" in str(paper.get(path.stem, {}))
     if "Departures" not in head:
         rep.errors.append("header has no 'Departures' section (write 'none' if there are none)")
     try:
-        chain = recipe_chain(path)
-        cfg = _parse(chain)
-    except (CliError, SystemExit, Exception) as e:  # jsonargparse reports bad keys via SystemExit
+        cfg = parse_only("fit", recipe_chain(path))
+    except (SystemExit, Exception) as e:  # jsonargparse reports bad keys via SystemExit
         rep.errors.append(f"does not parse through the CLI: {e!r}"[:400])
         return rep
     m, d, t = cfg["model"], cfg["data"], cfg["trainer"]
@@ -187,15 +197,20 @@ def check_one(path: Path, names: set[str]) -> RecipeReport:
     return rep
 
 
-def check_recipes(folder: Path | str = REPO_RECIPES) -> tuple[list[RecipeReport], list[str]]:
-    """(per-recipe reports, registry names without a recipe)."""
-    from cnnrepro.models import list_models
-
-    folder = Path(folder)
+def check_recipes(folder: Path | str | None = None) -> tuple[list[RecipeReport], list[str]]:
+    """(per-recipe reports, registry names without a recipe) of ``folder`` (default: ``recipes_dir()``)."""
+    folder = Path(folder) if folder is not None else recipes_dir()
     names = set(list_models())
     reports = [check_one(p, names) for p in sorted(folder.glob("*.yaml"))]
     missing = sorted(n for n in names if not (folder / f"{n}.yaml").is_file())
     return reports, missing
+
+
+def all_unverified_marks(folder: Path | str | None = None) -> list[str]:
+    """Every UNVERIFIED mark of the recipes in ``folder`` and of the paper numbers, as ``file:line: text``."""
+    folder = Path(folder) if folder is not None else recipes_dir()
+    marks = [m for p in sorted(folder.glob("*.yaml")) for m in unverified_marks(p)]
+    return marks + unverified_marks(data_path("paper_numbers.yaml"), skip_comments=True)
 
 
 def builder_defaults(builder, arch: str) -> tuple[dict, bool]:
@@ -206,10 +221,6 @@ def builder_defaults(builder, arch: str) -> tuple[dict, bool]:
     **kwargs}``), ``Cls.__init__``'s defaults overridden by ``CONST``. Builders that go through
     helpers (``_resnet(50, ...)``) set further values there: ``complete`` is then False.
     """
-    import ast
-    import inspect
-    import textwrap
-
     def show(v):
         return f"{v.__module__}.{v.__qualname__}" if callable(v) else v
 
@@ -238,96 +249,18 @@ def builder_defaults(builder, arch: str) -> tuple[dict, bool]:
 
 def report_one(path: Path) -> str:
     """The fidelity report of a leaf recipe (cnnrepro.fidelity.render_report), as Markdown."""
-    import inspect
-
-    from cnnrepro.cli import recipe_chain
-    from cnnrepro.fidelity import render_report, unverified_marks
-    from cnnrepro.models import create_model, model_info
-    from cnnrepro.results.table import PAPER_NUMBERS, load_paper_numbers
-
     chain = recipe_chain(path)
-    cfg = _parse(chain)
+    cfg = parse_only("fit", chain)
     arch = cfg["model"]["arch"]
     builder = model_info(arch).builder
     src = inspect.getsourcefile(builder)
     defaults, complete = builder_defaults(builder, arch)
-    resolved = cfg.as_dict()
     paper = load_paper_numbers()
     spec = paper.get(path.stem, {})
     marks = [m for p in chain for m in unverified_marks(p)]
     notes = [spec.get("note")] + [e.get("note") for e in spec.get("entries") or []]
-    marks += [f"{PAPER_NUMBERS.name} {path.stem}: {n}" for n in notes if n and "UNVERIFIED" in n]
-    return render_report(path.stem, paper_spec=spec, chain=[(p.name, p.read_text()) for p in chain], resolved=resolved,
-                         model_defaults=defaults, model_source=(Path(src).name, Path(src).read_text()),
+    marks += [f"paper_numbers.yaml {path.stem}: {n}" for n in notes if n and "UNVERIFIED" in n]
+    return render_report(path.stem, paper_spec=spec, chain=[(p.name, p.read_text()) for p in chain],
+                         resolved=cfg.as_dict(), model_defaults=defaults,
+                         model_source=(Path(src).name, Path(src).read_text()),
                          head=_header(path.read_text()), unverified=marks, defaults_complete=complete)
-
-
-def _report_command(a) -> int:
-    from cnnrepro.models import list_models
-
-    folder = Path(a.folder)
-    if a.all == bool(a.name):
-        raise SystemExit("cnnrepro recipes report: give one recipe NAME or --all")
-    names = sorted(list_models()) if a.all else [a.name]
-    for n in names:
-        path = folder / f"{n}.yaml"
-        if not path.is_file():
-            raise SystemExit(f"cnnrepro recipes report: no recipe {path} (`cnnrepro models` lists the names)")
-        text = report_one(path)
-        if a.out:
-            out = Path(a.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / f"{n}.md").write_text(text)
-        else:
-            print(text)
-    if a.out:
-        print(f"wrote {len(names)} fidelity reports to {a.out}")
-    return 0
-
-
-def recipes_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro recipes", description="check the paper recipes; write their fidelity reports")
-    p.add_argument("action", choices=["check", "report"])
-    p.add_argument("name", nargs="?", help="report: the recipe (registry name); check: the recipes folder")
-    p.add_argument("--all", action="store_true", help="report: every registry model's recipe")
-    p.add_argument("--out", help="report: write NAME.md files into this folder instead of printing")
-    p.add_argument("--folder", default=str(REPO_RECIPES), help="recipes folder (default: the repository's)")
-    a = p.parse_args(args)
-    if a.action == "check" and a.name:  # `cnnrepro recipes check FOLDER`, as before
-        a.folder = a.name
-    if a.action == "report":
-        import logging
-        import warnings
-
-        for name in ("pytorch_lightning", "lightning_fabric", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore")
-        return _report_command(a)
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    reports, missing = check_recipes(a.folder)
-    bad = [r for r in reports if r.errors]
-    for r in reports:
-        status = "FAIL" if r.errors else "ok"
-        note = "  (paper numbers UNVERIFIED)" if r.unverified else ""
-        print(f"{status:4s} {r.path.name}{note}")
-        for e in r.errors:
-            print(f"     - {e}")
-    for n in missing:
-        print(f"FAIL {n}.yaml: missing (every registry model needs its recipe)")
-    unv = [r.path.stem for r in reports if r.unverified]
-    from cnnrepro.fidelity import unverified_marks
-    from cnnrepro.results.table import PAPER_NUMBERS
-
-    marks = [m for p in sorted(Path(a.folder).glob("*.yaml")) for m in unverified_marks(p)]
-    marks += unverified_marks(PAPER_NUMBERS, skip_comments=True)
-    for m in marks:
-        print(f"UNVERIFIED {m}")
-    print(f"\n{len(reports)} recipes, {len(bad)} failing, {len(missing)} missing; "
-          f"{len(unv)} with paper numbers still marked UNVERIFIED" + (f": {', '.join(unv)}" if unv else "")
-          + f"; {len(marks)} values still UNVERIFIED (recipes and results/paper_numbers.yaml)")
-    return 1 if bad or missing else 0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,12 +81,54 @@ def test_missing_recipe_is_a_clear_error(tmp_path):
     assert "nope.yaml" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_print_config_shows_the_resolved_recipe(tmp_path):
-    p = run(["fit", ALEXNET, "--print_config"], tmp_path, check=0)
-    cfg = yaml.safe_load(p.stdout)
+@pytest.fixture(scope="module")
+def printed_config(tmp_path_factory):
+    """`cnnrepro fit ALEXNET --print_config`, run once for the tests below."""
+    return run(["fit", ALEXNET, "--print_config"], tmp_path_factory.mktemp("print_config"), check=0)
+
+
+def test_print_config_shows_the_resolved_recipe(printed_config):
+    cfg = yaml.safe_load(printed_config.stdout)
     assert cfg["model"]["lr"] == 0.01 and cfg["data"]["batch_size"] == 128
     assert cfg["trainer"]["max_epochs"] == 90
     assert cfg["trainer"]["log_every_n_steps"] == 10  # from base.yaml through `extends`
+
+
+def test_a_printed_config_replays_as_the_same_run(printed_config, tmp_path):
+    cfg = yaml.safe_load(printed_config.stdout)
+    # the chain is resolved: no `extends` pointing at a base.yaml that is not beside the saved file
+    assert "extends" not in cfg
+    assert cfg["run"]["name"] == "alexnet"  # the replay runs in the recipe's group, not in runs/config/
+    saved = tmp_path / "config.yaml"
+    saved.write_text(printed_config.stdout)
+    replay = run(["fit", str(saved), "--print_config"], tmp_path, check=0)
+    assert yaml.safe_load(replay.stdout) == cfg
+
+
+def test_no_lightningcli_warning_about_args_and_the_command_line(printed_config):
+    assert "args parameter is intended" not in printed_config.stderr
+
+
+def test_lightningcli_optimizer_flags_are_refused_naming_the_recipe_keys(tmp_path):
+    # they would silently replace the paper's optimizer and schedule (ClassifierModule.configure_optimizers)
+    p = run(["fit", ALEXNET, "--optimizer", "Adam"], tmp_path, check=2)
+    assert "model.optimizer" in p.stderr and "model.lr_schedule" in p.stderr and "Traceback" not in p.stderr
+    p = run(["fit", ALEXNET, "--lr_scheduler=StepLR"], tmp_path, check=2)
+    assert "--lr_scheduler" in p.stderr and "model.lr_schedule" in p.stderr
+    p = run(["fit", ALEXNET, "--help"], tmp_path, check=0)
+    assert "--model.optimizer" in p.stdout
+    assert not re.search(r"(^|[\s\[])--(optimizer|lr_scheduler)\b", p.stdout)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    from cnnrepro.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("fit", "validate", "test", "submit", "table", "plot", "profile", "models", "recipes check",
+                 "shards", "bench data"):
+        assert f"cnnrepro {verb} " in out, verb
+    assert "bench train RECIPE" in out
 
 
 @pytest.mark.slow
@@ -108,6 +151,7 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["lr"] == 0.01 and saved["data"]["root"] == str(tiny_shards)
+    assert "extends" not in saved and saved["run"]["name"] == "alexnet"  # replayable: `cnnrepro fit config.yaml`
     assert (run_dir / "metrics.csv").exists()
     # W&B offline (no API key in the environment): real run files under the run folder
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -133,6 +177,36 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     assert "not comparable" in p.stdout  # demo data and centre crop vs the paper's ImageNet 10-crop
     p = run(["table", "runs", "--csv"], tmp_path, check=0)
     assert p.stdout.splitlines()[0].startswith("model,data,protocol")
+
+
+@pytest.mark.slow
+def test_a_wandb_run_carries_group_job_type_tags_the_resolved_config_and_the_record(tmp_path, tiny_shards, monkeypatch):
+    # in process: the run object is where W&B keeps them (offline runs keep no readable files)
+    from pytorch_lightning.loggers import WandbLogger
+
+    from cnnrepro.lit.cli import CnnreproCLI
+    from cnnrepro.recipes import recipe_chain
+
+    for k in [k for k in os.environ if k.startswith("WANDB")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("CNNREPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    chain = recipe_chain(ALEXNET)
+    cli = CnnreproCLI(args=["fit", *[a for p in chain for a in ("--config", str(p))], "--data.root", str(tiny_shards),
+                            *FAST, "--trainer.max_epochs", "1", "--run.wandb", "offline",
+                            "--run.wandb_tags", "[ablation]"], recipe_files=chain)
+    wb = next(lg for lg in cli.trainer.loggers if isinstance(lg, WandbLogger)).experiment
+    try:
+        rec = json.loads(cli.run.record_path.read_text())
+        assert wb.group == "alexnet" and wb.job_type == "fit" and wb.name == "alexnet/fit-000"
+        assert set(wb.tags) == {"alexnet", "fit", "protocol:center", "ablation"}
+        assert wb.config["model"]["lr"] == 0.01 and wb.config["data"]["root"] == str(tiny_shards)
+        assert wb.config["trainer"]["max_epochs"] == 1 and wb.config["run"]["name"] == "alexnet"
+        assert wb.summary["record/top1"] == rec["top1"] and wb.summary["record/protocol"] == "center"
+        assert wb.summary["record/epochs"] == rec["epochs"] == 1
+    finally:
+        wb.finish()
 
 
 def test_resume_without_a_previous_run_is_explained(tmp_path, tiny_shards):
@@ -202,3 +276,10 @@ def test_damaged_training_shard_met_while_streaming_is_one_line(tmp_path, tiny_s
     p = run(["fit", ALEXNET, "--data.root", str(shards), *FAST, "--trainer.max_epochs", "1"], tmp_path)
     line = _one_line_error(p)
     assert f"in {train} has the class " in line and "not an integer" in line and "--verify" in line
+def test_table_does_not_pay_for_lightning(tmp_path):
+    # everything `cnnrepro table` imports (the verb's module and what it imports at its top)
+    code = ("import sys, cnnrepro.cli, cnnrepro.commands.results; "
+            "assert 'pytorch_lightning' not in sys.modules and 'lightning' not in sys.modules")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -22,22 +22,23 @@ printout, never from timed test asserts.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
-import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .demo import DEMO_CLASSES, _load_photo, cache_dir
+from cnnrepro.errors import UserError
 
-__all__ = ["bench_command", "build_bench_tree", "measure", "collect_root", "set_summary"]
+from .cache import cache_dir
+from .demo import DEMO_CLASSES, _load_photo
+
+__all__ = ["bench_data", "render_data", "build_bench_tree", "measure", "collect_root", "set_summary",
+           "BenchInputError", "PRESETS", "BENCH_VERSION"]
 
 BENCH_VERSION = 1
 # the generated sets: (JPEG quality, noise std). "imagenet": ImageNet's mean file is ~110 KB at a mean
@@ -144,8 +145,8 @@ def measure(runs: dict, rounds: int) -> dict[str, list[float]]:
     return rates
 
 
-class BenchInputError(ValueError):
-    pass
+class BenchInputError(UserError, ValueError):
+    """--root names no benchmarkable set: the message says what was looked for."""
 
 
 def _pick(files: list, images: int) -> list:
@@ -214,68 +215,48 @@ def set_summary(files: list[Path]) -> dict:
             "common_sizes": {f"{w}x{h}": sizes.count((w, h)) for w, h in common}}
 
 
-def bench_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench", description="loader throughput per core")
-    p.add_argument("what", choices=["data"], help="data: training loader, ours vs torchvision")
-    p.add_argument("--root", default=None,
-                   help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
-                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="the generated set: default (quality 90, ~52 KB per 500x375 file) or imagenet (~110 KB, "
-                        "ImageNet's mean file size at its mean ~470x390 resolution)")
-    p.add_argument("--images", type=int, default=640, help="JPEGs in the benchmark set (the first of --root's, spread)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--crop", type=int, default=224, help="torchvision's RandomResizedCrop size")
-    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per loader")
-    p.add_argument("--noise", type=float, default=None,
-                   help="std of the sensor-like noise of the generated set (overrides the preset's): more noise, "
-                        "larger and slower JPEGs")
-    p.add_argument("--reduced-decode", action="store_true",
-                   help="add rows for the opt-in DCT-scaled decoding of each family (other pixels: see "
-                        "data/transforms.py crop_resized_uint8)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--dir", default=None, help=f"where the JPEGs and shards go (default $CNNREPRO_CACHE/bench-v{BENCH_VERSION})")
-    a = p.parse_args(args)
-    if a.images < a.batch_size:
-        p.error(f"--images {a.images} is smaller than --batch-size {a.batch_size}: no full batch to time")
+def bench_data(*, root: str | None = None, preset: str = "default", images: int = 640, batch_size: int = 32,
+               crop: int = 224, rounds: int = 3, noise: float | None = None, reduced_decode: bool = False,
+               folder: str | None = None) -> dict:
+    """Images per CPU-second of our training loader (every family), torchvision's and a bare decode,
+    on ``root``'s JPEGs or a generated set (``preset``); the figures and ratios of one run."""
+    if images < batch_size:
+        raise UserError(f"--images {images} is smaller than --batch-size {batch_size}: no full batch to time")
     import torch
 
     from .shards import write_shards
     from .transforms import decode_stats, reset_decode_stats
 
     torch.set_num_threads(1)  # one core: PIL is single-threaded; torch ops must be too
-    cache = Path(a.dir) if a.dir else cache_dir() / f"bench-v{BENCH_VERSION}"
-    quality, noise = PRESETS[a.preset]
-    noise = noise if a.noise is None else a.noise
-    if a.root:
-        root = Path(a.root).resolve()
-        if not root.is_dir():
-            p.error(f"--root {a.root}: not a folder")
-        tag = f"root-{hashlib.sha1(str(root).encode()).hexdigest()[:12]}-{a.images}"
-        try:
-            tree = collect_root(root, cache / f"tree-{tag}", a.images)
-        except BenchInputError as e:
-            p.error(str(e))
-        source = f"--root {root}"
+    cache = Path(folder) if folder else cache_dir() / f"bench-v{BENCH_VERSION}"
+    quality, preset_noise = PRESETS[preset]
+    noise = preset_noise if noise is None else noise
+    if root:
+        rootp = Path(root).resolve()
+        if not rootp.is_dir():
+            raise BenchInputError(f"--root {root}: not a folder")
+        tag = f"root-{hashlib.sha1(str(rootp).encode()).hexdigest()[:12]}-{images}"
+        tree = collect_root(rootp, cache / f"tree-{tag}", images)
+        source = f"--root {rootp}"
     else:
-        tag = f"{a.images}" + ("" if (quality, noise) == PRESETS["default"] else f"-q{quality}-noise{noise:g}")
-        tree = build_bench_tree(cache / f"tree-{tag}", a.images, noise=noise, quality=quality)
-        source = f"generated set, preset {a.preset} (photo content, quality {quality}, noise {noise:g})"
+        tag = f"{images}" + ("" if (quality, noise) == PRESETS["default"] else f"-q{quality}-noise{noise:g}")
+        tree = build_bench_tree(cache / f"tree-{tag}", images, noise=noise, quality=quality)
+        source = f"generated set, preset {preset} (photo content, quality {quality}, noise {noise:g})"
     shards = cache / f"shards-{tag}"
     if not (shards / "manifest.json").exists():
         write_shards(tree, shards, samples_per_shard=128, workers=1, progress=False)
     files = sorted(f for f in (tree / "train").rglob("*") if f.is_file())
     summary = set_summary(files)
 
-    runs = {f"ours:{fam}": _ours(shards, a.batch_size, _family_transform(fam, False)) for fam in FAMILIES}
-    if a.reduced_decode:
-        runs.update({f"ours:{fam}+reduced_decode": _ours(shards, a.batch_size, _family_transform(fam, True))
+    runs = {f"ours:{fam}": _ours(shards, batch_size, _family_transform(fam, False)) for fam in FAMILIES}
+    if reduced_decode:
+        runs.update({f"ours:{fam}+reduced_decode": _ours(shards, batch_size, _family_transform(fam, True))
                      for fam in FAMILIES})
-    runs["torchvision"] = _torchvision(tree, a.batch_size, a.crop)
+    runs["torchvision"] = _torchvision(tree, batch_size, crop)
     runs["decode"] = _decode_only(files)
     load_before = os.getloadavg()
     reset_decode_stats()
-    rates = measure(runs, a.rounds)
+    rates = measure(runs, rounds)
     stats = decode_stats()
     med = {k: statistics.median(v) for k, v in rates.items()}
     rows = {}
@@ -287,8 +268,8 @@ def bench_command(args: list[str]) -> int:
             # the issue-15 goals, per core in this one run: >= 2x torchvision's loader, >= 1x a bare decode
             rows[k[5:]]["goals_met"] = {"vs_torchvision_2x": rows[k[5:]]["ratio_vs_torchvision"] >= 2.0,
                                         "vs_decode_1x": rows[k[5:]]["ratio_vs_decode"] >= 1.0}
-    result = {
-        "source": source, "set": summary, "batch_size": a.batch_size, "rounds": a.rounds, "threads": 1,
+    return {
+        "source": source, "set": summary, "batch_size": batch_size, "crop": crop, "rounds": rounds, "threads": 1,
         "unit": "images per CPU-second of this process (one core), median over rounds",
         "ours": rows,
         "torchvision": {"images_per_cpu_s": med["torchvision"], "min": min(rates["torchvision"]),
@@ -297,23 +278,24 @@ def bench_command(args: list[str]) -> int:
         "decode_stats": stats,
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
     }
-    if a.json:
-        json.dump(result, sys.stdout, indent=1)
-        print()
-        return 0
-    sm = summary
+
+
+def render_data(result: dict) -> None:
+    """``bench_data``'s result as the table `cnnrepro bench data` prints."""
+    sm, source, stats = result["set"], result["source"], result["decode_stats"]
+    load_before = result["machine"]["loadavg_before"]
     print(f"{sm['files']} files ({source}): mean {sm['kb_mean']:.0f} KB (median {sm['kb_median']:.0f}, "
           f"{sm['kb_min']:.0f}-{sm['kb_max']:.0f}), mean {sm['width_mean']:.0f}x{sm['height_mean']:.0f} px; "
           "most common sizes " + ", ".join(f"{k}: {v}" for k, v in sm["common_sizes"].items()))
-    print(f"one core (torch threads 1, no loader workers), batch {a.batch_size}, {a.rounds} alternating rounds; "
-          f"images per CPU-second, median (min-max); load average {load_before[0]:.1f} on {os.cpu_count()} CPUs")
-    for fam, r in rows.items():
+    print(f"one core (torch threads 1, no loader workers), batch {result['batch_size']}, {result['rounds']} "
+          f"alternating rounds; images per CPU-second, median (min-max); load average {load_before[0]:.1f} on "
+          f"{result['machine']['cpus']} CPUs")
+    for fam, r in result["ours"].items():
         print(f"  {r['images_per_cpu_s']:8.1f}  ({r['min']:.1f}-{r['max']:.1f})  ours {fam}: "
               f"{r['ratio_vs_torchvision']:.2f}x torchvision, {r['ratio_vs_decode']:.2f}x decode")
     tv, dec = result["torchvision"], result["decode"]
     print(f"  {tv['images_per_cpu_s']:8.1f}  ({tv['min']:.1f}-{tv['max']:.1f})  torchvision: ImageFolder + "
-          f"RandomResizedCrop({a.crop}) + flip + ToTensor + Normalize")
+          f"RandomResizedCrop({result['crop']}) + flip + ToTensor + Normalize")
     print(f"  {dec['images_per_cpu_s']:8.1f}  ({dec['min']:.1f}-{dec['max']:.1f})  decode: bare full-resolution PIL decode")
     print(f"decoded by libjpeg-turbo (simplejpeg): {stats['libjpeg_turbo']}, PIL fallback: {stats['fallback']}"
           + (" (" + ", ".join(f"{k} {v}" for k, v in stats["fallback_reasons"].items()) + ")" if stats["fallback"] else ""))
-    return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -13,9 +15,14 @@ from torch.utils.data import DataLoader
 
 from cnnrepro.errors import UserError
 
-from .shards import ManifestError, read_manifest, resolution_error
+from .demo import ensure_demo_shards
+from .ilsvrc import SourceError
+from .imagefolder import folder_manifest
+from .mnist import ensure_mnist_shards, is_idx_dir
+from .shards import read_manifest, resolution_error
 from .stream import EvalStream, ShardInfo, TrainStream
 from .transforms import TRAIN_TRANSFORMS, BatchNormalize, CenterCrop
+from .verify import check_sizes, raise_problems, verify_shards
 
 __all__ = ["ImageNetDataModule", "DataConfigError", "DATA_ENV"]
 
@@ -39,17 +46,10 @@ def resolve_root(root: str | None) -> Path:
             f"`--data.root demo` uses the built-in demo dataset"
         )
     if root == "demo":
-        from .demo import ensure_demo_shards
-
         return ensure_demo_shards()
-    from .mnist import MnistError, ensure_mnist_shards, is_idx_dir
-
     if root == "mnist" or is_idx_dir(Path(root).expanduser()):
         # the MNIST track: the packaged 5k subset, or a folder of the four IDX files
-        try:
-            return ensure_mnist_shards(root)
-        except MnistError as e:
-            raise DataConfigError(str(e)) from None
+        return ensure_mnist_shards(root)  # a MnistError is a UserError: printed as it is
     path = Path(root).expanduser()
     if not path.exists():
         raise DataConfigError(
@@ -61,8 +61,6 @@ def resolve_root(root: str | None) -> Path:
 
 def _build_train_transform(name: str, **opts):
     """The per-paper train transform; an option set for a transform that does not use it is an error."""
-    import inspect
-
     cls = TRAIN_TRANSFORMS[name]
     accepted = inspect.signature(cls).parameters
     unused = [k for k, v in opts.items() if v is not None and k not in accepted and k not in ("resize", "crop")]
@@ -80,9 +78,6 @@ def _build_train_transform(name: str, **opts):
 
 def _read_folder(root: Path, fmt: str, seed: int):
     """(manifest, {split: file groups}) of an unconverted tree read in place (data/imagefolder.py)."""
-    from .ilsvrc import SourceError
-    from .imagefolder import folder_manifest
-
     try:
         return folder_manifest(root, seed=seed)
     except SourceError as e:
@@ -98,8 +93,6 @@ def _ignore_requeue_signal(worker_id: int) -> None:
     # inside the worker). The training process alone acts on them (cnnrepro/lit/preemption.py):
     # on SIGTERM it still needs its workers for the batch that ends at the checkpoint. Workers
     # still end with their parent (PyTorch's watchdog) or on SIGKILL.
-    import signal
-
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -158,10 +151,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         if format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()):
             self.manifest, self._file_groups = _read_folder(self.root, format, seed)
         else:
-            try:
-                self.manifest = read_manifest(self.root)
-            except ManifestError as e:
-                raise DataConfigError(str(e)) from None
+            self.manifest = read_manifest(self.root)  # a ManifestError is a UserError
         # shards written at a reduced size cannot feed a recipe that needs more pixels (e.g. VGG's
         # scale jitter to 512 on --alexnet256 shards): refuse rather than upsample silently
         for flag, needed in (("--data.resize", resize), ("--data.scale_range", max(scale_range or [0]))):
@@ -200,6 +190,7 @@ class ImageNetDataModule(pl.LightningDataModule):
             eigvec=stats.get("eigvec"),
         )
         self._train: TrainStream | None = None
+        self._position = (0, 0)  # (epoch, batch) the training stream starts at: resume_at()
         # set by `cnnrepro validate --protocol` (cnnrepro.eval): the views each validation image
         # is expanded into; None is the single centre crop of eval_transform
         self.protocol = None
@@ -209,8 +200,6 @@ class ImageNetDataModule(pl.LightningDataModule):
         its manifest size, and the validation shards their sha256 (cached once verified, data/verify.py)."""
         if self._file_groups is not None:
             return  # an unconverted tree: files are checked as they are read
-        from .verify import check_sizes, raise_problems, verify_shards
-
         splits = ("train", "val") if stage == "fit" else ("val",)
         problems = check_sizes(self.root, self.manifest, splits)
         if not problems:
@@ -267,9 +256,18 @@ class ImageNetDataModule(pl.LightningDataModule):
             worker_init_fn=_ignore_requeue_signal if self.num_workers > 0 else None,
         )
 
-    def set_epoch(self, epoch: int) -> None:
+    def resume_at(self, epoch: int, batch: int = 0) -> None:
+        """The training stream's position: the next iteration yields epoch ``epoch`` from batch
+        ``batch`` on (exact resume, cnnrepro/lit/resume.py). The one setter of the stream's epoch."""
+        self._position = (epoch, batch)
         if self._train is not None:
             self._train.set_epoch(epoch)
+            self._train.set_start_batch(batch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """A new epoch starts (ClassifierModule.on_train_epoch_start): keep a resume's batch only
+        within the epoch it resumed."""
+        self.resume_at(epoch, self._position[1] if epoch == self._position[0] else 0)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
@@ -282,8 +280,8 @@ class ImageNetDataModule(pl.LightningDataModule):
             world_size=world,
             shuffle_buffer=self.hparams.shuffle_buffer,
         )
-        if self.trainer is not None:
-            self._train.set_epoch(self.trainer.current_epoch)
+        epoch = self.trainer.current_epoch if self.trainer is not None else self._position[0]
+        self.set_epoch(epoch)
         return self._loader(self._train, persistent=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+from .cache import cache_dir
 
 __all__ = ["DEMO_CLASSES", "build_demo_tree", "demo_root", "ensure_demo_shards"]
 
@@ -37,10 +38,6 @@ DEMO_CLASSES = {
     "coins": "coins",  # grayscale
 }
 DEMO_VERSION = 1
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CNNREPRO_CACHE", Path.home() / ".cache" / "cnnrepro"))
 
 
 def demo_root() -> Path:

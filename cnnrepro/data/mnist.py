@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnrepro.errors import UserError
+
 __all__ = ["read_idx", "load_idx_dir", "load_packaged_subset", "ensure_mnist_shards", "is_idx_dir", "MnistError"]
 
 IDX_FILES = {
@@ -36,7 +38,7 @@ IDX_FILES = {
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class MnistError(ValueError):
+class MnistError(UserError, ValueError):
     """A bad or missing MNIST file: the message names the file and the fix."""
 
 
@@ -109,7 +111,7 @@ def load_packaged_subset(val_per_class: int = 100) -> dict[str, tuple[np.ndarray
 def ensure_mnist_shards(source: str = "mnist") -> Path:
     """Shards of an MNIST source ("mnist" = the packaged subset, or an IDX folder), built once into
     the cache and reused."""
-    from .demo import cache_dir
+    from .cache import cache_dir
     from .shards import write_shards
 
     if source == "mnist":

@@ -52,6 +52,7 @@ from PIL import Image
 
 from cnnrepro.errors import UserError
 
+from .cache import remember_verified
 from .ilsvrc import Source, detect_source, read_item
 
 __all__ = ["write_shards", "check_image", "RejectedImage", "read_manifest", "ManifestError", "resolution_error",
@@ -468,8 +469,6 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     if n:
         manifest["rgb_stats"] = rgb_stats_from_moments(s1, s2, n)
     # every shard was hashed just now (written or reused): a reader need not hash them again
-    from .verify import remember_verified
-
     remember_verified(dst, manifest)
     tmp = dst / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))

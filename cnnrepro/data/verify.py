@@ -19,14 +19,12 @@ is still hashed again.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import sys
 from pathlib import Path
 
 from cnnrepro.errors import UserError
 
+from .cache import load_verified, save_verified, stat_key, remember_verified
 from .shards import ManifestError, read_manifest, sha256_file
 
 __all__ = ["ShardCheckError", "check_sizes", "verify_shards", "remember_verified", "verify_command"]
@@ -34,37 +32,6 @@ __all__ = ["ShardCheckError", "check_sizes", "verify_shards", "remember_verified
 
 class ShardCheckError(UserError):
     """Shards disagree with their manifest (missing, wrong size or sha256); the message names each one."""
-
-
-def _cache_path(root: Path) -> Path:
-    from .demo import cache_dir
-
-    digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return cache_dir() / "verified" / f"{digest}.json"
-
-
-def _stat_key(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _load_cache(root: Path) -> dict:
-    try:
-        cache = json.loads(_cache_path(root).read_text())
-        return cache if isinstance(cache, dict) else {}
-    except (OSError, ValueError):  # no cache yet, or one cut short: hash again
-        return {}
-
-
-def _save_cache(root: Path, cache: dict) -> None:
-    path = _cache_path(root)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks of one job may write at once
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # an unwritable cache only costs hashing again next time
 
 
 def _shards(manifest: dict, splits) -> list[dict]:
@@ -110,7 +77,7 @@ def verify_shards(root: str | Path, manifest: dict, splits=("train", "val"), *, 
     root = Path(root)
     sized = _size_problems(root, manifest, splits)
     problems = list(sized.values())
-    cache = _load_cache(root)
+    cache = load_verified(root)
     todo = [sh for sh in _shards(manifest, splits) if sh["name"] not in sized]
     if progress:
         from tqdm import tqdm
@@ -119,7 +86,7 @@ def verify_shards(root: str | Path, manifest: dict, splits=("train", "val"), *, 
     changed = False
     for sh in todo:
         path = root / sh["name"]
-        key = _stat_key(path)
+        key = stat_key(path)
         hit = cache.get(sh["name"])
         if hit and hit.get("stat") == key and hit.get("sha256") == sh["sha256"]:
             continue
@@ -130,17 +97,8 @@ def verify_shards(root: str | Path, manifest: dict, splits=("train", "val"), *, 
             problems.append(f"{path}: sha256 differs from the manifest (damaged: flipped bits, labels or pixels)")
         changed = True
     if changed:
-        _save_cache(root, cache)
+        save_verified(root, cache)
     return problems
-
-
-def remember_verified(root: str | Path, manifest: dict) -> None:
-    """Record the shards the writer has just hashed as verified (their sha256 is the manifest's)."""
-    root = Path(root)
-    cache = {}
-    for sh in _shards(manifest, ("train", "val")):
-        cache[sh["name"]] = {"stat": _stat_key(root / sh["name"]), "sha256": sh["sha256"]}
-    _save_cache(root, cache)
 
 
 def raise_problems(root: Path, manifest: dict, problems: list[str]) -> None:

@@ -49,6 +49,7 @@ from PIL import Image
 from torch import nn
 
 from cnnrepro.data.stream import EvalStream
+from cnnrepro.errors import UserError
 from cnnrepro.data.transforms import center_offset, decode_rgb, eval_preprocessing, resize_shorter, to_uint8_tensor
 
 __all__ = [
@@ -81,7 +82,7 @@ VGG_MULTICROP_SCALES = (256, 384, 512)
 RESNET_FC_SCALES = (224, 256, 384, 480, 640)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A protocol asked for something it cannot do; the message names the flag."""
 
 

@@ -1,6 +1,7 @@
-"""``cnnrepro submit RECIPE [fit overrides] [SLURM options] [--wait]``: the same fit as a SLURM job.
+"""The same fit as a SLURM job (``cnnrepro submit``, parsed in cnnrepro/commands/submit.py).
 
-Follow one submission: the SLURM options come from the cluster config file (defaults) and the
+Follow one submission: the fit overrides are parsed by the real ``cnnrepro fit`` parser first, so
+a typo fails here, on the login node, not on the cluster; the SLURM options come from the cluster config file (defaults) and the
 command line (overrides); the run folder ``runs/<recipe>/fit-NNN`` is chosen here, on the
 submitting machine, and passed to the job as ``--run.folder``, so every (re)start of the job
 trains in the same folder and resumes from its ``checkpoints/last.ckpt`` when there is one;
@@ -14,16 +15,25 @@ checkpoint); ``FitJob.checkpoint`` resubmits the same arguments, which resume by
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import shutil
 import sys
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
+import submitit
+import torch.distributed as dist
 import yaml
 
-__all__ = ["FitJob", "SubmitError", "submit_main", "load_cluster_config", "CLUSTER_KEYS"]
+from cnnrepro.errors import UserError
+from cnnrepro.lit.cli import parse_only, run_command
+from cnnrepro.lit.runs import next_run_dir
+from cnnrepro.recipes import recipe_chain
+
+__all__ = ["FitJob", "SubmitError", "build_submission", "submit", "load_cluster_config", "CLUSTER_KEYS",
+           "CONFIG_ENV", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = Path("~/.config/cnnrepro/slurm.yaml")
 CONFIG_ENV = "CNNREPRO_SLURM_CONFIG"
@@ -49,7 +59,7 @@ CLUSTER_KEYS = {
 }
 
 
-class SubmitError(Exception):
+class SubmitError(UserError):
     """A user error of `cnnrepro submit`: one line, names the flag / key and the fix."""
 
 
@@ -103,41 +113,10 @@ def load_cluster_config(path: str | None) -> dict[str, Any]:
     return data
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cnnrepro submit",
-        description="Submit `cnnrepro fit RECIPE [overrides]` as a SLURM job through submitit. Options "
-                    "not listed here are fit overrides (--data.root ..., --trainer.max_epochs ...).",
-    )
-    p.add_argument("recipe", help="recipe YAML, as for `cnnrepro fit`")
-    g = p.add_argument_group("SLURM (defaults from the cluster config file)")
-    g.add_argument("--cluster-config", default=None,
-                   help=f"YAML of cluster defaults (default ${CONFIG_ENV} or {DEFAULT_CONFIG})")
-    g.add_argument("--nodes", type=int)
-    g.add_argument("--gpus-per-node", type=int)
-    g.add_argument("--tasks-per-node", type=int, help="CPU-only: DDP processes per node")
-    g.add_argument("--cpus-per-task", type=int)
-    g.add_argument("--mem")
-    g.add_argument("--partition")
-    g.add_argument("--account")
-    g.add_argument("--qos")
-    g.add_argument("--constraint")
-    g.add_argument("--time", help="minutes or [D-]HH:MM:SS")
-    g.add_argument("--job-name")
-    g.add_argument("--sbatch-extra", action="append", default=[], metavar="KEY=VAL",
-                   help="extra #SBATCH option, repeatable (e.g. exclude=node7)")
-    g.add_argument("--logs", help="folder for submitit's sbatch script and logs (default <run folder>/slurm)")
-    p.add_argument("--wait", action="store_true", help="block until the job ends, then print its run record")
-    return p
-
-
-def _opt_value(overrides: list[str], key: str) -> str | None:
-    for i, a in enumerate(overrides):
-        if a == key and i + 1 < len(overrides):
-            return overrides[i + 1]
-        if a.startswith(key + "="):
-            return a.split("=", 1)[1]
-    return None
+def _given(overrides: list[str], key: str) -> bool:
+    # whether the command line sets `key` (already parsed and type-checked by parse_only): a
+    # recipe's trainer.devices yields to the SLURM layout, a flag on the command line does not
+    return any(a == key or a.startswith(key + "=") for a in overrides)
 
 
 class FitJob:
@@ -153,15 +132,10 @@ class FitJob:
         self.run_folder = run_folder
 
     def __call__(self) -> dict | None:
-        from cnnrepro.cli import main
-
+        recipe, *args = self.fit_args
         try:
-            rc = main(["fit", *self.fit_args])
-            if rc:
-                raise RuntimeError(f"cnnrepro fit exited with status {rc}; see this job's log")
+            run_command("fit", recipe_chain(recipe), args)  # a UserError fails the job with its message
         finally:
-            import torch.distributed as dist
-
             # a process group left open crashes the interpreter's exit in about one job in five
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
@@ -169,8 +143,6 @@ class FitJob:
         return json.loads(rec.read_text()) if rec.exists() and _global_rank() == 0 else None
 
     def checkpoint(self, *args, **kwargs):
-        import submitit
-
         return submitit.helpers.DelayedSubmission(FitJob(self.fit_args, self.run_folder))
 
 
@@ -178,36 +150,27 @@ def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
 
 
-def build_submission(argv: list[str]):
-    """(executor parameters, FitJob, run folder, logs folder) from the command line; no submission."""
-    a, overrides = _parser().parse_known_args(argv)
+def build_submission(a: Namespace, overrides: list[str]):
+    """(executor parameters, FitJob, run folder, logs folder, wait) from `cnnrepro submit`'s
+    parsed SLURM options ``a`` and the fit overrides; nothing is submitted."""
     cfg = load_cluster_config(a.cluster_config)
-    for o in overrides:
-        if o.startswith("--") and "." not in o.split("=")[0] and o.split("=")[0] not in ("--config", "--seed_everything",
-                                                                                       "--ckpt_path", "--print_config"):
-            raise SubmitError(f"unknown option {o}: not a SLURM option of `cnnrepro submit` (see --help) "
-                              f"nor a dotted fit override like --trainer.max_epochs")
 
     def pick(name: str, default=None):
         v = getattr(a, name, None)
         return v if v is not None else cfg.get(name, default)
 
-    from cnnrepro.cli import CliError, _next_run_dir, recipe_chain
-
-    try:
-        chain = recipe_chain(a.recipe)
-    except CliError as e:
-        raise SubmitError(str(e)) from None
+    chain = recipe_chain(a.recipe)
     recipe = chain[-1]
-    if _opt_value(overrides, "--run.folder"):
+    # the real fit parser: unknown keys, wrong types and typos fail now (jsonargparse's message)
+    fit_cfg = parse_only("fit", chain, overrides)
+    if fit_cfg["run"]["folder"] is not None:
         raise SubmitError("--run.folder is chosen by `cnnrepro submit`; use --run.dir / --run.name to place it")
-    if _opt_value(overrides, "--ckpt_path") is not None:
+    if fit_cfg.get("ckpt_path") is not None:
         raise SubmitError("--ckpt_path: a submitted job resumes from its own run folder's last.ckpt; "
                           "to continue an earlier run, `cnnrepro fit ... --ckpt_path PATH` inside an sbatch script "
                           "(slurm/fit.sbatch)")
-    run_dir = Path(_opt_value(overrides, "--run.dir") or "runs")
-    name = _opt_value(overrides, "--run.name") or recipe.stem
-    folder = _next_run_dir(run_dir / name, "fit").resolve()
+    name = fit_cfg["run"]["name"] or fit_cfg["model"]["arch"]
+    folder = next_run_dir(Path(fit_cfg["run"]["dir"]) / name, "fit").resolve()
 
     nodes = int(pick("nodes", 1))
     gpus = pick("gpus_per_node")
@@ -219,13 +182,13 @@ def build_submission(argv: list[str]):
 
     fit_args = [str(recipe), *overrides]
     # Lightning checks that num_nodes x devices equals SLURM_NTASKS; say it explicitly
-    if _opt_value(overrides, "--trainer.num_nodes") is None:
+    if not _given(overrides, "--trainer.num_nodes"):
         fit_args += ["--trainer.num_nodes", str(nodes)]
-    if _opt_value(overrides, "--trainer.devices") is None:
+    if not _given(overrides, "--trainer.devices"):
         fit_args += ["--trainer.devices", str(per_node)]
-    if _opt_value(overrides, "--trainer.accelerator") is None:
+    if not _given(overrides, "--trainer.accelerator"):
         fit_args += ["--trainer.accelerator", "gpu" if gpus else "cpu"]
-    if world > 1 and _opt_value(overrides, "--trainer.strategy") is None:
+    if world > 1 and not _given(overrides, "--trainer.strategy"):
         # DDPStrategy picks the backend from the device: NCCL for CUDA, gloo for CPU
         fit_args += ["--trainer.strategy", "ddp"]
     fit_args += ["--run.folder", str(folder)]
@@ -265,12 +228,8 @@ def build_submission(argv: list[str]):
     return params, FitJob(fit_args, str(folder)), folder, logs, a.wait
 
 
-def submit_main(argv: list[str]) -> int:
-    params, job_fn, folder, logs, wait = build_submission(argv)
-    import shutil
-
-    import submitit
-
+def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -> int:
+    """Submit through submitit; with ``wait``, block until the job ends and print its record."""
     if shutil.which("sbatch") is None:
         folder.rmdir() if folder.exists() and not any(folder.iterdir()) else None
         raise SubmitError("sbatch not found: `cnnrepro submit` needs a SLURM login node "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from cnnrepro.data.datamodule import DataConfigError
+from cnnrepro.errors import UserError
 
 __all__ = ["BatchPlan", "BatchRuleError", "resolve_batch", "BATCH_RULES", "GOYAL_WARMUP_EPOCHS"]
 
@@ -25,11 +25,9 @@ BATCH_RULES = ("none", "linear", "sqrt")
 GOYAL_WARMUP_EPOCHS = 5.0  # Goyal et al. 2017, Sec. 2.2: "reaching eta_hat = k eta after 5 epochs"
 
 
-class BatchRuleError(DataConfigError):
-    """The run's global batch is not the paper's and the recipe has no rule for that.
-
-    A DataConfigError so that the CLI prints it as a one-line error (it names --data.batch_size).
-    """
+class BatchRuleError(UserError):
+    """The run's global batch is not the paper's and the recipe has no rule for that (the message
+    names --data.batch_size and the fix)."""
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,18 @@ For a model with LRN, a third compares torch's LocalResponseNorm with the projec
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 from contextlib import nullcontext
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bench_train", "main"]
+from cnnrepro.lit.bench_lrn import bench_lrn, format_lrn
+
+__all__ = ["bench_train", "render"]
 
 
 def _batches(dm, n: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -79,8 +80,6 @@ def _plain_loop(model, hp, batches, warmup, *, channels_last=False, bf16=False, 
 
 def _lightning(module, batches, warmup):
     """images/s of the real ClassifierModule under pl.Trainer on the same in-memory batches."""
-    import pytorch_lightning as pl
-
     class Clock(pl.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == warmup - 1:
@@ -147,53 +146,14 @@ def bench_train(module, dm, *, steps: int = 12, warmup: int = 3, rounds: int = 3
             table["torch.compile"] = _plain_loop(m, hp, batches, warmup, aux_weights=aux)[0]
         res["fast_paths"] = {k: {"images_per_sec": v, "vs_fp32": v / table["fp32"]} for k, v in table.items()}
     if any(isinstance(m, torch.nn.LocalResponseNorm) for m in module.model.modules()):
-        from cnnrepro.lit.bench_lrn import bench_lrn  # issue 15: our LRN against torch's
-
+        # issue 15: our LRN against torch's
         res["lrn"] = bench_lrn(module.model.to(device), batches, rounds=rounds,
                                step_fn=lambda m, b: _plain_loop(m, hp, b, warmup, aux_weights=aux)[0])
     return res
 
 
-def _instantiate(recipe_args: list[str]):
-    """The recipe's ClassifierModule and DataModule, built by the real CLI parser (no run)."""
-    from cnnrepro.cli import _build_cli_class, recipe_chain
-
-    files = []
-    if recipe_args and not recipe_args[0].startswith("-"):
-        files = recipe_chain(recipe_args[0])
-        recipe_args = recipe_args[1:]
-    CLI, Module, DataModule = _build_cli_class()
-    from pytorch_lightning.cli import LightningCLI
-
-    class BenchCLI(CLI):
-        # the recipe's parser (extends, run.*, links) without a run folder, loggers or checkpoints
-        def instantiate_trainer(self, **kwargs):
-            return LightningCLI.instantiate_trainer(self, logger=False, enable_checkpointing=False)
-
-    cli = BenchCLI(Module, DataModule, run=False, save_config_callback=None, recipe_files=files,
-                   args=[a for f in files for a in ("--config", str(f))] + recipe_args,
-                   parser_kwargs={"default_env": False})
-    return cli.model, cli.datamodule
-
-
-def main(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench train",
-                                description="Lightning path vs a plain PyTorch loop, same model and batches")
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
-    p.add_argument("--no-fast-paths", action="store_true")
-    p.add_argument("--json", action="store_true")
-    ours, rest = p.parse_known_args(args)
-    if ours.steps <= ours.warmup:
-        p.error("--steps must exceed --warmup")
-    module, dm = _instantiate(rest)
-    res = bench_train(module, dm, steps=ours.steps, warmup=ours.warmup, rounds=ours.rounds,
-                      fast_paths=not ours.no_fast_paths, compile=ours.compile)
-    if ours.json:
-        print(json.dumps(res, indent=1))
-        return 0
+def render(res: dict) -> None:
+    """Print bench_train's result as the two tables."""
     print(f"{res['model']} on {res['device']}, batch {res['batch_size']} x {res['input']}, "
           f"{res['steps'] - res['warmup']} timed steps, median of {res['rounds']} alternating rounds")
     print(f"{'path':28s} {'images/s':>10s}")
@@ -205,7 +165,28 @@ def main(args: list[str]) -> int:
         for k, v in res["fast_paths"].items():
             print(f"{k:28s} {v['images_per_sec']:10.2f} {v['vs_fp32']:8.2f}")
     if "lrn" in res:
-        from cnnrepro.lit.bench_lrn import format_lrn
-
         print("\n" + format_lrn(res["lrn"]))
-    return 0
+
+
+def bench_lrn_random(arch: str = "alexnet", *, batch_size: int = 32, image_size: int = 227, steps: int = 4,
+                     warmup: int = 1, rounds: int = 3) -> dict:
+    """torch's LocalResponseNorm against cnnrepro's in ``arch`` (layer and plain training step) on
+    random batches: no data needed (`cnnrepro bench lrn`)."""
+    from types import SimpleNamespace
+
+    from cnnrepro.errors import UserError
+    from cnnrepro.models import create_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10).to(device)
+    if not any(isinstance(m, torch.nn.LocalResponseNorm) for m in model.modules()):
+        raise UserError(f"--model {arch} has no LocalResponseNorm layer (AlexNet, ZFNet, GoogLeNet and vgg11_lrn have)")
+    # raw-pixel scale as in the AlexNet recipe (std 1), so LRN sees the activations it would
+    batches = [(torch.randn(batch_size, 3, image_size, image_size, device=device) * 60,
+                torch.randint(0, 10, (batch_size,), device=device)) for _ in range(steps)]
+    hp = SimpleNamespace(lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=False)
+    res = bench_lrn(model, batches, lambda m, b: _plain_loop(m, hp, b, warmup)[0], rounds=rounds)
+    res.update(model=arch, device=str(device), batch_size=batch_size, image_size=image_size,
+               threads=torch.get_num_threads(), steps=steps, warmup=warmup, rounds=rounds)
+    return res

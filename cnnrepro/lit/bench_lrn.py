@@ -3,15 +3,13 @@ own LRN input shapes, forward + backward, and the whole plain training step of t
 each. Both sides run on the same inputs in alternation, several rounds; medians are reported,
 so a loaded machine shifts both alike and the ratio (torch's time / ours) is the figure.
 
-Used by `cnnrepro bench train` for models with LRN; `python -m cnnrepro.lit.bench_lrn` times
+Used by `cnnrepro bench train` for models with LRN; `cnnrepro bench lrn` times
 the paper AlexNet on random batches without a recipe or data (`--help`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 
@@ -21,7 +19,7 @@ from torch import nn
 
 from cnnrepro.models._lrn import LocalResponseNorm, local_response_norm
 
-__all__ = ["bench_lrn", "lrn_shapes", "with_lrn", "main"]
+__all__ = ["bench_lrn", "lrn_shapes", "with_lrn", "format_lrn"]
 
 
 def lrn_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[tuple[int, ...], nn.LocalResponseNorm]]:
@@ -112,45 +110,3 @@ def format_lrn(res: dict) -> str:
         lines.append(f"{names[impl]:32s} {v['images_per_sec']:9.2f} {v['sec_per_step']:9.3f} {share:>9s}")
     lines.append(f"step speed-up, ours vs torch's LRN: {res['step_speedup']:.3f}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cnnrepro.lit.bench_lrn",
-                                description="torch's LocalResponseNorm vs cnnrepro's, layer and training step, "
-                                            "on random batches (no data needed)")
-    p.add_argument("--model", default="alexnet")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=227)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    if a.steps <= a.warmup:
-        p.error("--steps must exceed --warmup")
-    from cnnrepro.lit.bench import _plain_loop
-    from cnnrepro.models import create_model
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
-    model = create_model(a.model, num_classes=10).to(device)
-    if not any(isinstance(m, nn.LocalResponseNorm) for m in model.modules()):
-        p.error(f"--model {a.model} has no LocalResponseNorm layer")
-    # raw-pixel scale as in the AlexNet recipe (std 1), so LRN sees the activations it would
-    batches = [(torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=device) * 60,
-                torch.randint(0, 10, (a.batch_size,), device=device)) for _ in range(a.steps)]
-    hp = argparse.Namespace(lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=False)
-    res = bench_lrn(model, batches, lambda m, b: _plain_loop(m, hp, b, a.warmup)[0], rounds=a.rounds)
-    res.update(model=a.model, device=str(device), batch_size=a.batch_size, image_size=a.image_size,
-               threads=torch.get_num_threads())
-    if a.json:
-        print(json.dumps(res, indent=1))
-    else:
-        print(f"{a.model} on {device} ({torch.get_num_threads()} threads), batch {a.batch_size} x "
-              f"{a.image_size}px, {a.steps - a.warmup} timed steps, median of {a.rounds} alternating rounds")
-        print(format_lrn(res))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

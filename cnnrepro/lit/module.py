@@ -12,12 +12,17 @@ from __future__ import annotations
 from typing import Literal
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EMAWeightAveraging
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from cnnrepro.models import create_model
+
+from .batch import resolve_batch
+from .optim import TFRMSprop, param_groups
+from .schedules import EpochSchedule
 
 __all__ = ["ClassifierModule"]
 
@@ -235,7 +240,6 @@ class ClassifierModule(pl.LightningModule):
         dm = getattr(t, "datamodule", None) if t is not None else None
         if stage != "fit" or dm is None:
             return
-        from cnnrepro.lit.batch import resolve_batch
 
         hp = self.hparams
         self.batch_plan = resolve_batch(
@@ -256,8 +260,6 @@ class ClassifierModule(pl.LightningModule):
                   f"lr {p.lr:g}; warmup {p.warmup_epochs:g} epochs")
 
     def configure_optimizers(self):
-        from cnnrepro.lit.optim import TFRMSprop, param_groups
-        from cnnrepro.lit.schedules import EpochSchedule
 
         hp = self.hparams
         plan = self.batch_plan
@@ -318,8 +320,6 @@ class ClassifierModule(pl.LightningModule):
     def configure_callbacks(self):
         if self.hparams.ema_decay is None:
             return []
-        from pytorch_lightning.callbacks import EMAWeightAveraging
-
         # Polyak averaging for evaluation (Inception-v3 Sec. 8): validation and the final weights
         # use the exponential moving average of the parameters (BN statistics averaged too)
         return [EMAWeightAveraging(decay=self.hparams.ema_decay, use_buffers=True)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnrepro.errors import UserError
+
 __all__ = ["accuracy_points", "plot_accuracy_vs_macs"]
 
 PROTOCOL_ORDER = ("center", "flip", "tencrop", "multicrop144", "dense", "multiscale_fc", "multicrop150",
@@ -84,7 +86,7 @@ def plot_accuracy_vs_macs(rows: list[dict], out_stem: str | Path, title: str | N
 
     paper, repro = accuracy_points(rows)
     if not paper and not repro:
-        raise ValueError("nothing to plot: no row has a top-1 number and a GMACs count")
+        raise UserError("nothing to plot: no row has a top-1 number and a GMACs count")
 
     def area(params_m):  # marker area proportional to parameters, readable from 1M to 150M
         return 12 + 3.0 * (params_m or 1.0)

@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cnnrepro.models import count_macs, count_params, create_model, model_info
+from cnnrepro.results.records import _cpu_name, git_commit
 
 __all__ = ["profile_model", "peak_forward_bytes", "render_profile_table", "write_profile_record", "MEMORY_METHOD"]
 
@@ -46,7 +50,6 @@ def peak_forward_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
         model(x)
         torch.cuda.synchronize(x.device)
         return torch.cuda.max_memory_allocated(x.device) - before
-    from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(x)
@@ -80,7 +83,6 @@ def _latencies(model, x, repeats: int, warmup: int) -> list[float]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from cnnrepro.results.records import _cpu_name
 
     return f"{_cpu_name()} ({torch.get_num_threads()} threads)"
 
@@ -95,7 +97,6 @@ def profile_model(
     seed: int = 0,
 ) -> dict:
     """One profile record of registry model ``name`` (eval mode, fp32, random weights and input)."""
-    from cnnrepro.models import count_macs, count_params, create_model, model_info
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     info = model_info(name)
@@ -132,7 +133,6 @@ def profile_model(
 
 
 def write_profile_record(rec: dict, out_dir: str | Path) -> Path:
-    from cnnrepro.results.records import git_commit
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,9 @@
-"""Run records: one JSON per fit/validate, the only source of reproduced numbers."""
+"""Run records: one JSON per fit/validate/test, the only source of reproduced numbers.
+
+``RunRecord`` is the record's schema; ``build_record`` is the one place a record is assembled
+(from the finished trainer, module, DataModule and run folder); ``load_records`` checks every
+record it reads against the schema, so `cnnrepro table` never guesses a missing field.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,16 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["recipe_sha256", "git_commit", "hardware", "write_record", "load_records", "RECORD_KEYS"]
+from cnnrepro.errors import UserError
+
+__all__ = ["RunRecord", "build_record", "recipe_sha256", "git_commit", "hardware", "write_record",
+           "load_records", "RECORD_KEYS"]
 
 RECORD_KEYS = (
     "model", "recipe", "recipe_sha256", "git_commit", "data", "num_classes", "samples", "protocol",
@@ -72,7 +82,132 @@ def hardware(trainer=None) -> dict:
     return hw
 
 
-def write_record(record: dict, path: str | Path) -> Path:
+@dataclass
+class RunRecord:
+    """One fit/validate/test: what ran, on what, under which protocol, and what it measured.
+
+    Keys and their order are the record.json format. Errors in the table are 100 - top-k.
+    """
+
+    model: str
+    recipe: str | None
+    recipe_sha256: str | None
+    git_commit: str | None
+    data: str
+    num_classes: int
+    samples: int
+    protocol: str
+    top1: float
+    top5: float
+    epochs: float | None
+    wall_seconds: float
+    hardware: dict
+    recipe_chain: list[str] = field(default_factory=list)
+    command: str | None = None
+    split: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    samples_expected: int | None = None
+    protocol_params: dict = field(default_factory=dict)
+    ckpt_path: str | None = None
+    seed: int | None = None
+    val_loss: float | None = None
+    best: dict = field(default_factory=dict)
+    global_step: int | None = None
+    global_batch: int | None = None
+    batch_plan: dict | None = None  # paper batch, scaling rule, effective lr and warmup (lit/batch.py)
+    throughput: dict = field(default_factory=dict)
+    fast_paths: dict = field(default_factory=dict)
+    run_dir: str | None = None
+    wandb_id: str | None = None
+    wandb_mode: str | None = None
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+
+    _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
+              "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
+              "ckpt_path", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
+              "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
+              "wandb_mode", "wandb_project", "wandb_entity")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: d[k] for k in self._ORDER}
+
+    def summary(self) -> dict[str, Any]:
+        """The figures a run's W&B summary carries (flat keys)."""
+        out = {"record/top1": self.top1, "record/top5": self.top5, "record/top1_err": round(100 - self.top1, 4),
+               "record/top5_err": round(100 - self.top5, 4), "record/samples": self.samples,
+               "record/protocol": self.protocol, "record/epochs": self.epochs,
+               "record/wall_seconds": self.wall_seconds}
+        out.update({f"record/throughput/{k}": v for k, v in (self.throughput or {}).items()})
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "record") -> "RunRecord":
+        missing = [k for k in RECORD_KEYS if k not in d]
+        if missing:
+            raise UserError(f"{source}: not a cnnrepro run record (lacks {', '.join(missing)}); "
+                            f"records are written by `cnnrepro fit/validate/test`")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known and v is not None or k in RECORD_KEYS})
+
+
+def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
+                 ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
+                 throughput: dict, t_start: float) -> RunRecord | None:
+    """The record of a finished fit/validate/test (None when no evaluation ran).
+
+    ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
+    the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary.
+    """
+    m, dm = module, datamodule
+    val = m.last_val
+    if not val:
+        return None
+    expected = dm.manifest["val"]["samples"]
+    return RunRecord(
+        model=m.hparams.arch,
+        recipe=str(recipe_files[-1]) if recipe_files else None,
+        recipe_chain=[str(p) for p in recipe_files],
+        recipe_sha256=recipe_sha256(recipe_files) if recipe_files else None,
+        git_commit=git_commit(),
+        command=command,
+        data=dm.data_name,
+        split=dm.split_name("val"),
+        num_classes=m.hparams.num_classes,
+        arch_kwargs=m.hparams.arch_kwargs or {},
+        samples=val["samples"],
+        samples_expected=expected,
+        protocol=protocol.name if protocol else "center",
+        protocol_params=protocol.params if protocol
+        else getattr(dm.eval_transform, "params", None)
+        or {"resize": dm.hparams.resize, "crop": dm.hparams.crop, "scales": [dm.hparams.resize]},
+        ckpt_path=ckpt_path,
+        seed=seed,
+        top1=round(val["top1"], 4),
+        top5=round(val["top5"], 4),
+        val_loss=round(val["loss"], 6),
+        best={k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.best_val.items()},
+        epochs=m.epochs_trained() if command == "fit" else m.ckpt_epochs,
+        global_step=trainer.global_step,
+        global_batch=dm.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+        batch_plan=m.batch_plan.as_dict() if m.batch_plan is not None else None,
+        wall_seconds=round(time.time() - t_start, 1),
+        hardware=hardware(trainer),
+        throughput=throughput,
+        fast_paths={"precision": str(trainer.precision), "channels_last": bool(m.hparams.get("channels_last", False)),
+                    "compile": bool(m.hparams.get("compile", False))},
+        run_dir=str(run.path),
+        wandb_id=run.wandb_id,
+        wandb_mode=run.wandb_mode,
+        wandb_project=wandb_project,
+        wandb_entity=wandb_entity,
+    )
+
+
+def write_record(record: RunRecord | dict, path: str | Path) -> Path:
+    if isinstance(record, RunRecord):
+        record = record.as_dict()
     missing = [k for k in RECORD_KEYS if k not in record]
     if missing:
         raise ValueError(f"run record lacks {missing}")
@@ -92,7 +227,11 @@ def load_records(paths: list[str | Path]) -> list[dict]:
         p = Path(p)
         files = sorted(p.rglob("record.json")) if p.is_dir() else [p]
         for f in files:
-            rec = json.loads(f.read_text())
+            try:
+                rec = json.loads(f.read_text())
+            except json.JSONDecodeError as e:
+                raise UserError(f"{f}: not valid JSON ({e}); delete it or rerun the command that wrote it") from None
+            RunRecord.from_dict(rec, str(f))  # the schema: a missing key is an error, not a blank cell
             rec.setdefault("record_path", str(f))
             out.append(rec)
     return out

@@ -21,11 +21,16 @@ import json
 import statistics
 from pathlib import Path
 
+import torch
 import yaml
 
+from cnnrepro.errors import UserError
+from cnnrepro.models import count_macs, count_params, create_model, model_info
+from cnnrepro.resources import data_path
+
 __all__ = [
-    "PAPER_NUMBERS",
     "load_paper_numbers",
+    "PaperNumbersError",
     "table_rows",
     "render_markdown",
     "render_csv",
@@ -33,25 +38,30 @@ __all__ = [
     "model_costs",
 ]
 
-PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "results" / "paper_numbers.yaml"
+
+
+class PaperNumbersError(UserError, ValueError):
+    """The paper-numbers file is missing or malformed; the message names the file and entry."""
+
+
 ENTRY_KEYS = ("split", "protocol", "top1_err", "top5_err", "source")
 
 
 def load_paper_numbers(path: str | Path | None = None) -> dict:
     """The paper numbers, checked: every entry names its split, protocol, errors and source."""
-    path = Path(path) if path else PAPER_NUMBERS
+    path = Path(path) if path else data_path("paper_numbers.yaml")
     if not path.exists():
-        raise FileNotFoundError(f"paper numbers file {path} not found (results/paper_numbers.yaml of the checkout)")
+        raise PaperNumbersError(f"paper numbers file {path} not found (--paper-numbers)")
     data = yaml.safe_load(path.read_text()) or {}
     for model, spec in data.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("entries", []), list):
-            raise ValueError(f"{path}: {model}: expected a mapping with an `entries` list")
+            raise PaperNumbersError(f"{path}: {model}: expected a mapping with an `entries` list")
         for i, e in enumerate(spec.get("entries", [])):
             missing = [k for k in ENTRY_KEYS if k not in e]
             if missing:
-                raise ValueError(f"{path}: {model}.entries[{i}] lacks {missing}")
+                raise PaperNumbersError(f"{path}: {model}.entries[{i}] lacks {missing}")
         if not spec.get("entries") and not spec.get("note"):
-            raise ValueError(f"{path}: {model} has no entries and no note saying why")
+            raise PaperNumbersError(f"{path}: {model} has no entries and no note saying why")
     return data
 
 
@@ -75,10 +85,6 @@ def protocol_label(protocol: str, params: dict | None) -> str:
 @functools.lru_cache(maxsize=None)
 def model_costs(name: str, num_classes: int = 1000) -> tuple[int | None, float | None]:
     """(parameters, GMACs at the paper's input size) of a registry model; (None, None) if unknown."""
-    import torch
-
-    from cnnrepro.models import count_macs, count_params, create_model, model_info
-
     try:
         info = model_info(name)
     except KeyError:
@@ -315,7 +321,7 @@ def render_csv(rows: list[dict]) -> str:
 def log_wandb_table(rows: list[dict], *, project: str = "cnnrepro", mode: str = "offline", directory: str | Path = ".",
                     name: str = "results-table") -> str:
     """Log the table as a ``wandb.Table`` in a run of its own; returns the run's local folder."""
-    import wandb
+    import wandb  # only for `table --wandb`: wandb's import costs seconds
 
     cols = list(rows[0]) if rows else ["model"]
     run = wandb.init(project=project, mode=mode, dir=str(directory), name=name, job_type="results-table",

@@ -10,7 +10,8 @@ import pytest
 
 from PIL import Image
 
-from cnnrepro.data.bench import bench_command, build_bench_tree
+from cnnrepro.commands.bench import main as bench_main
+from cnnrepro.data.bench import build_bench_tree
 
 
 def test_bench_tree_is_imagenet_sized_photo_jpegs(tmp_path):
@@ -25,7 +26,7 @@ def test_bench_tree_is_imagenet_sized_photo_jpegs(tmp_path):
 
 @pytest.mark.slow
 def test_bench_data_prints_every_family_with_both_ratios(tmp_path, capsys):
-    assert bench_command(["data", "--images", "24", "--rounds", "1", "--batch-size", "8", "--dir", str(tmp_path)]) == 0
+    assert bench_main("bench", ["data", "--images", "24", "--rounds", "1", "--batch-size", "8", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("24 files (generated set, preset default")
     rows = re.findall(r"^\s+([\d.]+)\s+\(.*?\)\s+ours (\w+): ([\d.]+)x torchvision, ([\d.]+)x decode$", out, re.M)
@@ -60,7 +61,7 @@ def test_bench_data_json_on_the_users_own_tree_and_shards(tmp_path, capsys):
 
     tree = _photo_tree(tmp_path / "mine")
     args = ["--images", "16", "--rounds", "1", "--batch-size", "8", "--json"]
-    assert bench_command(["data", "--root", str(tree), "--dir", str(tmp_path / "c1")] + args) == 0
+    assert bench_main("bench", ["data", "--root", str(tree), "--dir", str(tmp_path / "c1")] + args) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["source"] == f"--root {tree.resolve()}"
     sizes = [f.stat().st_size / 1024 for f in tree.rglob("*.jpg")]
@@ -79,17 +80,19 @@ def test_bench_data_json_on_the_users_own_tree_and_shards(tmp_path, capsys):
     for d in tree.iterdir():
         d.rename(src / "train" / d.name)
     write_shards(src, tmp_path / "shards", samples_per_shard=8, workers=1, progress=False)
-    assert bench_command(["data", "--root", str(tmp_path / "shards"), "--dir", str(tmp_path / "c2")] + args) == 0
+    assert bench_main("bench", ["data", "--root", str(tmp_path / "shards"), "--dir", str(tmp_path / "c2")] + args) == 0
     r2 = json.loads(capsys.readouterr().out)
     assert r2["set"]["files"] == 16 and r2["set"]["kb_mean"] == pytest.approx(r["set"]["kb_mean"])
 
 
 def test_bench_root_that_is_neither_a_tree_nor_shards_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit):
-        bench_command(["data", "--root", str(tmp_path / "empty"), "--dir", str(tmp_path / "c")])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--root" in err and "manifest.json" in err and "ImageFolder" in err
+    from cnnrepro.cli import main
+
+    assert main(["bench", "data", "--root", str(tmp_path / "empty"), "--dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnrepro: error: --root")
+    assert "manifest.json" in err[0] and "ImageFolder" in err[0]
 
 
 def test_imagenet_preset_files_are_imagenet_sized(tmp_path):

@@ -193,10 +193,10 @@ def test_unknown_folder_is_refused_saying_what_was_expected(tmp_path):
 
 
 def test_cli_says_which_form_it_found(tmp_path, capsys):
-    from cnnrepro.cli import _shards  # the `cnnrepro shards` handler, in process (tests/test_cli.py runs the script)
+    from cnnrepro.commands.shards import main  # `cnnrepro shards`, in process (tests/test_cli.py runs the script)
 
     src = _write_archives(tmp_path / "src")
-    assert _shards([str(src), str(tmp_path / "out"), "--workers", "1", "--samples-per-shard", "8"]) == 0
+    assert main("shards", [str(src), str(tmp_path / "out"), "--workers", "1", "--samples-per-shard", "8"]) == 0
     out = capsys.readouterr().out
     assert "found: ILSVRC2012 archives" in out and "labelled by ILSVRC2012_devkit_t12.tar.gz" in out
     assert "val: 9 samples in 2 shards; 0 repaired, 0 rejected (of 9 files)" in out

@@ -8,6 +8,7 @@ import pytest
 
 from cnnrepro.data import verify
 from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
+from cnnrepro.errors import UserError
 from cnnrepro.data.shards import write_shards
 from cnnrepro.data.verify import ShardCheckError
 
@@ -136,5 +137,5 @@ def test_damaged_manifest_is_one_error_naming_it(shards, damage):
         else:
             m["train"]["samples"] += 1
         path.write_text(json.dumps(m))
-    with pytest.raises(DataConfigError, match=rf"{path}.*rewrite it with `cnnrepro shards SRC {dst}`"):
+    with pytest.raises(UserError, match=rf"{path}.*rewrite it with `cnnrepro shards SRC {dst}`"):
         _dm(dst)

@@ -72,3 +72,15 @@ def test_bad_protocol_settings_are_one_clear_line(tmp_path, shards):
     assert p.returncode == 2 and "--protocol_scales" in p.stderr and "Traceback" not in p.stderr
     p = run(["validate", ALEXNET, "--data.root", shards, *QUIET, "--protocol", "twelve"], tmp_path)
     assert p.returncode != 0 and "twelve" in p.stderr
+
+
+@pytest.mark.slow
+def test_test_honours_the_protocol_and_writes_its_record(tmp_path, shards):
+    p = run(["test", ALEXNET, "--data.root", shards, "--data.batch_size", "20", *QUIET, "--protocol", "tencrop"],
+            tmp_path)
+    assert p.returncode == 0, p.stderr[-4000:]
+    rec = json.loads((tmp_path / "runs" / "alexnet" / "test-000" / "record.json").read_text())
+    assert rec["command"] == "test" and rec["protocol"] == "tencrop"
+    assert rec["protocol_params"] == {"resize": 256, "crop": 227, "scales": [256], "square": True, "mirror": True}
+    assert rec["samples"] == rec["samples_expected"] == 10  # every image once, as ten views
+    assert "run record:" in p.stdout

@@ -52,7 +52,7 @@ def test_interrupted_runs_end_with_the_uninterrupted_weights(tmp_path, tiny_shar
     b = _ckpt(tmp_path / "B")
     _assert_same_training_state(a, b)
     # one W&B run: the id is in the checkpoint and in the folder, unchanged by the resume
-    state = next(v for k, v in b["callbacks"].items() if k.startswith("Preemption"))
+    state = next(v for k, v in b["callbacks"].items() if k.startswith("ExactResume"))
     assert state["wandb_id"] == (tmp_path / "B" / "wandb_id.txt").read_text().strip()
     assert len({d.name.rsplit("-", 1)[1] for d in (tmp_path / "B" / "wandb").glob("offline-run-*")}) == 1
 
@@ -65,13 +65,13 @@ def test_interrupted_runs_end_with_the_uninterrupted_weights(tmp_path, tiny_shar
     assert "resumed at step 7 (epoch 1, batch 0)" in p.stderr
     c = _ckpt(tmp_path / "C")
     _assert_same_training_state(a, c)
-    state = next(v for k, v in c["callbacks"].items() if k.startswith("Preemption"))
+    state = next(v for k, v in c["callbacks"].items() if k.startswith("ExactResume"))
     assert (tmp_path / "C" / "wandb_id.txt").read_text().strip() == state["wandb_id"]
 
 
 WRITER = """
 import sys, torch
-from cnnrepro.lit.preemption import AtomicCheckpointIO
+from cnnrepro.lit.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 big = {"w": torch.randn(6_000_000)}  # 24 MB: most of the time a write is under way
 print("ready", flush=True)
@@ -82,7 +82,7 @@ while True:
 
 @pytest.mark.slow
 def test_a_kill_during_a_checkpoint_write_leaves_a_complete_last_ckpt(tmp_path):
-    from cnnrepro.lit.preemption import AtomicCheckpointIO
+    from cnnrepro.lit.checkpoint_io import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"state": {"w": torch.ones(3)}, "tag": "old"}, path)
@@ -101,3 +101,57 @@ def test_a_kill_during_a_checkpoint_write_leaves_a_complete_last_ckpt(tmp_path):
         for p in tmp_path.glob(".last.ckpt.tmp-*"):
             p.unlink()  # a killed writer's temporary file stays behind; last.ckpt is untouched
     assert kills >= 1, "no kill landed during a write: the test did not test anything"
+
+
+def test_one_process_agrees_on_the_stop_flag_without_a_host_device_sync(tmp_path, monkeypatch):
+    # `.item()` on a device tensor waits for the device queue: once per step it would stall every step
+    import pytorch_lightning as pl
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from cnnrepro.lit.preemption import Preemption
+
+    items = []
+    item = torch.Tensor.item
+
+    class Counted(Preemption):
+        def on_train_batch_end(self, *args):
+            monkeypatch.setattr(torch.Tensor, "item", lambda t: items.append(t) or item(t))
+            try:
+                return super().on_train_batch_end(*args)
+            finally:
+                monkeypatch.setattr(torch.Tensor, "item", item)
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Counted(tmp_path)])
+    trainer.fit(BoringModel())
+    assert trainer.global_step == 6 and items == []
+
+
+def _vote_worker(rank, world, port, out, signalled_rank, signalled_call):
+    import torch.distributed as dist
+
+    from cnnrepro.lit.preemption import _FlagVote
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    vote, flag, seen = _FlagVote(), 0, []
+    for call in range(6):
+        if rank == signalled_rank and call == signalled_call:
+            flag = 2  # this rank alone got the requeue signal before this step boundary
+        seen.append(vote.vote(flag))
+    vote.close()
+    (out / f"rank{rank}.txt").write_text(",".join(map(str, seen)))
+    dist.destroy_process_group()
+
+
+def test_ranks_signalled_at_different_steps_stop_at_the_same_step(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_vote_worker, args=(2, port, tmp_path, 1, 2), nprocs=2, join=True)
+    seen = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    # the vote of step boundary 2 is read at boundary 3, on both ranks: both checkpoint and stop there
+    assert seen[0] == seen[1] == "0,0,0,2,2,2"

@@ -2,7 +2,9 @@
 
 import pytest
 
-from cnnrepro.launch.submit import SubmitError, build_submission, load_cluster_config
+from cnnrepro.commands.submit import build_submission
+from cnnrepro.errors import UserError
+from cnnrepro.launch.submit import SubmitError, load_cluster_config
 
 
 @pytest.fixture
@@ -62,5 +64,5 @@ def test_missing_explicit_cluster_config_is_an_error(tmp_path):
     (["--gpus-per-node", "4", "--tasks-per-node", "2"], "disagree"),
 ])
 def test_bad_options_are_one_clear_error(recipe, argv, match):
-    with pytest.raises(SubmitError, match=match):
+    with pytest.raises(UserError, match=match):
         build_submission([str(recipe), *argv])

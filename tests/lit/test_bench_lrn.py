@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_lrn_shapes_are_the_models_own():
 
 @pytest.mark.slow
 def test_command_prints_json_with_both_legs():
-    p = subprocess.run([sys.executable, "-m", "cnnrepro.lit.bench_lrn", "--batch-size", "2", "--steps", "2",
+    p = subprocess.run([str(Path(sys.executable).with_name("cnnrepro")), "bench", "lrn", "--batch-size", "2", "--steps", "2",
                         "--warmup", "1", "--rounds", "1", "--json"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout)
@@ -43,6 +44,6 @@ def test_command_prints_json_with_both_legs():
 
 
 def test_command_refuses_a_model_without_lrn():
-    p = subprocess.run([sys.executable, "-m", "cnnrepro.lit.bench_lrn", "--model", "alexnet_owt"],
+    p = subprocess.run([str(Path(sys.executable).with_name("cnnrepro")), "bench", "lrn", "--model", "alexnet_owt"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 2 and "--model alexnet_owt has no LocalResponseNorm" in p.stderr

@@ -12,7 +12,8 @@ import yaml
 
 from cnnrepro.cli import main
 from cnnrepro.models import list_models, model_info
-from cnnrepro.recipes import check_one, recipes_command
+from cnnrepro.commands.recipes import main as recipes_main
+from cnnrepro.recipes import check_one
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
@@ -28,7 +29,7 @@ SMALL = {
 
 @pytest.mark.slow
 def test_recipes_check_passes(capsys):
-    assert recipes_command(["check"]) == 0, capsys.readouterr().out
+    assert recipes_main("recipes", ["check"]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "0 failing, 0 missing" in out
 

@@ -1,4 +1,7 @@
-"""``cnnrepro table``, ``cnnrepro plot`` and ``cnnrepro profile`` (entries of cli.main's handlers)."""
+"""``cnnrepro table``, ``cnnrepro plot`` and ``cnnrepro profile``: run records and models -> tables, plots, profiles.
+
+Start-up cost matters here: `cnnrepro table` imports neither Lightning nor the profiler.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +9,22 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["table_command", "plot_command", "profile_command"]
+from cnnrepro.errors import UserError
+from cnnrepro.results.records import load_records
+from cnnrepro.results.table import load_paper_numbers, log_wandb_table, render_csv, render_markdown, table_rows
 
-
-def _cli_error(msg: str):
-    from cnnrepro.cli import CliError
-
-    return CliError(msg)
+__all__ = ["main"]
 
 
 def _rows(a) -> tuple[list[dict], dict]:
-    from cnnrepro.results.records import load_records
-    from cnnrepro.results.table import load_paper_numbers, table_rows
-
     for r in a.records:
         if not Path(r).exists():
-            raise _cli_error(f"{r}: no such record file or folder")
+            raise UserError(f"{r}: no such record file or folder")
     recs = load_records(a.records)
     if not recs and not a.paper_rows:
-        raise _cli_error(f"no record.json under {' '.join(a.records)}: run `cnnrepro fit RECIPE` first "
+        raise UserError(f"no record.json under {' '.join(a.records)}: run `cnnrepro fit RECIPE` first "
                          f"(or pass --paper-rows to list the paper numbers alone)")
-    try:
-        paper = load_paper_numbers(a.paper_numbers)
-    except (FileNotFoundError, ValueError) as e:
-        raise _cli_error(str(e)) from None
+    paper = load_paper_numbers(a.paper_numbers)
     return table_rows(recs, paper, paper_rows=a.paper_rows), paper
 
 
@@ -46,8 +41,6 @@ def _records_default(a) -> None:
 
 
 def table_command(args: list[str]) -> int:
-    from cnnrepro.results.table import log_wandb_table, render_csv, render_markdown
-
     p = argparse.ArgumentParser(prog="cnnrepro table", description="reproduced numbers beside the papers' numbers")
     _common(p)
     p.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
@@ -74,6 +67,7 @@ def table_command(args: list[str]) -> int:
         (out / "table.csv").write_text(render_csv(rows))
         print(f"\nwrote {out / 'table.md'} and {out / 'table.csv'}", file=sys.stderr)
     if a.plot:
+        # matplotlib only when a plot is asked for (start-up cost of `cnnrepro table`)
         from cnnrepro.results.plot import plot_accuracy_vs_macs
 
         for path in plot_accuracy_vs_macs(rows, a.plot):
@@ -85,7 +79,7 @@ def table_command(args: list[str]) -> int:
 
 
 def plot_command(args: list[str]) -> int:
-    from cnnrepro.results.plot import plot_accuracy_vs_macs
+    from cnnrepro.results.plot import plot_accuracy_vs_macs  # matplotlib: see table_command
 
     p = argparse.ArgumentParser(prog="cnnrepro plot", description="top-1 accuracy against GMACs (PNG and SVG)")
     _common(p)
@@ -93,10 +87,7 @@ def plot_command(args: list[str]) -> int:
     a = p.parse_args(args)
     _records_default(a)
     rows, _ = _rows(a)
-    try:
-        paths = plot_accuracy_vs_macs(rows, a.out)
-    except ValueError as e:
-        raise _cli_error(str(e)) from None
+    paths = plot_accuracy_vs_macs(rows, a.out)
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -123,6 +114,7 @@ def profile_command(args: list[str]) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="results/profile", help="folder for the JSON records")
     a = p.parse_args(args)
+    # torch's profiler only for `cnnrepro profile` (start-up cost of `cnnrepro table`)
     import torch
 
     from cnnrepro.models import list_models
@@ -134,7 +126,7 @@ def profile_command(args: list[str]) -> int:
     for m in a.models:
         found = list_models() if m == "all" else list_models(m)
         if not found:
-            raise _cli_error(f"{m!r} matches no registry model; `cnnrepro models` lists them")
+            raise UserError(f"{m!r} matches no registry model; `cnnrepro models` lists them")
         names += [n for n in found if n not in names]
     recs = []
     for n in names:
@@ -144,3 +136,7 @@ def profile_command(args: list[str]) -> int:
         recs.append(rec)
     print(render_profile_table(recs))
     return 0
+
+
+def main(verb: str, args: list[str]) -> int:
+    return {"table": table_command, "plot": plot_command, "profile": profile_command}[verb](args)

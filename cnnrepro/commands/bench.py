@@ -1,0 +1,108 @@
+"""``cnnrepro bench data`` (loader images/s per core, ours vs torchvision) and
+``cnnrepro bench train RECIPE [overrides]`` (the Lightning training path vs a plain PyTorch loop)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, render_data
+from cnnrepro.lit.bench import bench_lrn_random, bench_train, render
+from cnnrepro.lit.bench_lrn import format_lrn
+from cnnrepro.lit.cli import instantiate_model_and_data
+
+from .fit import split_recipe
+
+__all__ = ["main"]
+
+
+def _data(args: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cnnrepro bench data", description="loader throughput per core")
+    p.add_argument("--root", default=None,
+                   help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
+                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="the generated set: default (quality 90, ~52 KB per 500x375 file) or imagenet (~110 KB, "
+                        "ImageNet's mean file size at its mean ~470x390 resolution)")
+    p.add_argument("--images", type=int, default=640, help="JPEGs in the benchmark set (the first of --root's, spread)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--crop", type=int, default=224, help="torchvision's RandomResizedCrop size")
+    p.add_argument("--rounds", type=int, default=3, help="alternating timed rounds per loader")
+    p.add_argument("--noise", type=float, default=None,
+                   help="std of the sensor-like noise of the generated set (overrides the preset's): more noise, "
+                        "larger and slower JPEGs")
+    p.add_argument("--reduced-decode", action="store_true",
+                   help="add rows for the opt-in DCT-scaled decoding of each family (other pixels: see "
+                        "data/transforms.py crop_resized_uint8)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--dir", default=None,
+                   help=f"where the JPEGs and shards go (default $CNNREPRO_CACHE/bench-v{BENCH_VERSION})")
+    a = p.parse_args(args)
+    result = bench_data(root=a.root, preset=a.preset, images=a.images, batch_size=a.batch_size, crop=a.crop,
+                        rounds=a.rounds, noise=a.noise, reduced_decode=a.reduced_decode, folder=a.dir)
+    if a.json:
+        print(json.dumps(result, indent=1))
+    else:
+        render_data(result)
+    return 0
+
+
+def _train(args: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cnnrepro bench train",
+                                description="Lightning path vs a plain PyTorch loop, same model and batches. "
+                                            "Other arguments: RECIPE [fit overrides], as for `cnnrepro fit`.")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
+    p.add_argument("--no-fast-paths", action="store_true")
+    p.add_argument("--json", action="store_true")
+    ours, rest = p.parse_known_args(args)
+    if ours.steps <= ours.warmup:
+        p.error("--steps must exceed --warmup")
+    module, dm = instantiate_model_and_data(*split_recipe(rest))
+    res = bench_train(module, dm, steps=ours.steps, warmup=ours.warmup, rounds=ours.rounds,
+                      fast_paths=not ours.no_fast_paths, compile=ours.compile)
+    if ours.json:
+        print(json.dumps(res, indent=1))
+    else:
+        render(res)
+    return 0
+
+
+def _lrn(args: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="cnnrepro bench lrn",
+                                description="torch's LocalResponseNorm vs cnnrepro's, layer and training step, "
+                                            "on random batches (no data needed)")
+    p.add_argument("--model", default="alexnet")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=227)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(args)
+    if a.steps <= a.warmup:
+        p.error("--steps must exceed --warmup")
+    res = bench_lrn_random(a.model, batch_size=a.batch_size, image_size=a.image_size, steps=a.steps,
+                           warmup=a.warmup, rounds=a.rounds)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        print(f"{a.model} on {res['device']} ({res['threads']} threads), batch {a.batch_size} x "
+              f"{a.image_size}px, {a.steps - a.warmup} timed steps, median of {a.rounds} alternating rounds")
+        print(format_lrn(res))
+    return 0
+
+
+def main(verb: str, args: list[str]) -> int:
+    what = args[0] if args else None
+    if what == "train":
+        return _train(args[1:])
+    if what == "data":
+        return _data(args[1:])
+    if what == "lrn":
+        return _lrn(args[1:])
+    argparse.ArgumentParser(prog="cnnrepro bench").error(
+        "choose `bench data`, `bench train RECIPE ...` or `bench lrn`")
+    return 2

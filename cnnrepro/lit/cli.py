@@ -1,0 +1,291 @@
+"""``CnnreproCLI``: LightningCLI with cnnrepro's run folder, callbacks, protocols and run record.
+
+A recipe chain (``recipes.recipe_chain``: bases first) is given to the parser as successive
+``--config`` files, so a leaf names only what differs and unknown keys anywhere in the chain
+are errors. What the class adds to LightningCLI, in the order a command meets it:
+  - parser: ``--run.*`` (where the run goes, W&B) and ``--protocol*`` (the paper's test protocol
+    of validate/test); ``extends`` is accepted in recipes and never dumped, so a saved
+    ``config.yaml`` or ``--print_config`` output replays as ``cnnrepro fit CONFIG``;
+  - trainer: the run folder (``lit.runs.RunFolder``: new, resumed or pinned by a cluster job),
+    its CSV and W&B loggers, checkpoints, preemption and exact resume;
+  - before validate/test: the protocol's views wired into the DataModule and the module;
+  - after fit/validate/test: the run record (``results.records.build_record``), its table row,
+    and its summary in the W&B run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from cnnrepro.data.datamodule import ImageNetDataModule
+from cnnrepro.errors import UserError
+from cnnrepro.eval import PROTOCOLS, build_protocol
+from cnnrepro.eval.protocols import TENCROP_VARIANTS
+from cnnrepro.results import records
+from cnnrepro.results.table import load_paper_numbers, render_markdown, table_rows
+
+from .callbacks import Throughput
+from .module import ClassifierModule
+from .preemption import Preemption, slurm_plugins
+from .resume import ExactResume
+from .runs import RunFolder
+
+__all__ = ["CnnreproCLI", "run_command", "parse_only", "instantiate_model_and_data", "COMMANDS"]
+
+COMMANDS = ("fit", "validate", "test")
+# LightningCLI's own optimizer/scheduler arguments would replace the recipe's paper optimizer and
+# schedule (ClassifierModule.configure_optimizers) without a trace in the record
+OPTIMIZER_FLAGS = ("--optimizer", "--lr_scheduler")
+RECIPE_OPTIMIZER_KEYS = ("model.optimizer", "model.lr", "model.momentum", "model.weight_decay", "model.lr_schedule",
+                         "model.lr_milestones", "model.warmup_epochs")
+
+
+class _Parser(LightningArgumentParser):
+    def dump(self, cfg, *args, **kwargs):
+        # `extends` is resolved by cnnrepro before parsing (the chain becomes --config files): a
+        # dumped config is the whole resolved recipe, so it must not point at a base again
+        if "extends" in cfg:
+            cfg = cfg.clone()
+            del cfg["extends"]
+        return super().dump(cfg, *args, **kwargs)
+
+
+def refuse_optimizer_flags(args: list[str]) -> None:
+    for a in args:
+        if a.split("=", 1)[0].split(".", 1)[0] in OPTIMIZER_FLAGS:
+            raise UserError(f"{a.split('=', 1)[0]}: cnnrepro builds the paper's optimizer and schedule from the "
+                            f"recipe; set {', '.join(RECIPE_OPTIMIZER_KEYS)} (see `cnnrepro fit RECIPE --help`)")
+
+
+class CnnreproCLI(LightningCLI):
+    """LightningCLI of ``ClassifierModule`` and ``ImageNetDataModule`` (see the module docstring).
+
+    Args:
+        recipe_files: the recipe chain given as ``--config`` files (bases first): its leaf names
+            the run group and the record's recipe.
+    """
+
+    def __init__(self, *args, recipe_files: list[Path], **kwargs):
+        self.recipe_files = list(recipe_files)
+        self.t_start = time.time()
+        self.eval_protocol = None  # cnnrepro.eval.Protocol of validate/test --protocol
+        self.run: RunFolder | None = None
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        kwargs.setdefault("parser_class", _Parser)
+        super().__init__(ClassifierModule, ImageNetDataModule, *args, **kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        # LightningCLI warns when `args` is given while sys.argv has arguments; ours are always the
+        # command line itself, re-assembled by cnnrepro.commands.fit with the recipe chain
+        self.config = parser.parse_args(args)
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument("--extends", type=Optional[str], default=None,
+                            help="base recipe this recipe extends (resolved by cnnrepro before parsing; never saved)")
+        parser.add_argument("--run.dir", type=str, default="runs", help="folder holding every run's folder")
+        parser.add_argument("--run.name", type=Optional[str],
+                            default=self.recipe_files[-1].stem if self.recipe_files else None,
+                            help="run group name (W&B group); default the recipe's file name, else model.arch")
+        parser.add_argument("--run.wandb", type=Literal["auto", "online", "offline", "disabled"], default="auto",
+                            help="auto: online if W&B credentials exist for the W&B host in use (WANDB_API_KEY, "
+                                 "or a netrc entry for WANDB_BASE_URL's host), else offline (under the run folder)")
+        parser.add_argument("--run.wandb_project", type=str, default="cnnrepro")
+        parser.add_argument("--run.wandb_entity", type=Optional[str], default=None)
+        parser.add_argument("--run.wandb_tags", type=list[str], default=[],
+                            help="extra W&B tags (the model, command and protocol are always tags)")
+        # cluster runs (cnnrepro.launch): a job pins its run folder, so a requeued job resumes
+        # its own run from <folder>/checkpoints/last.ckpt (if any) instead of the newest one
+        parser.add_argument("--run.folder", type=Optional[str], default=None,
+                            help="exact run folder; resumed from its checkpoints/last.ckpt when that exists")
+        parser.add_argument("--run.ckpt_every_n_steps", type=int, default=0,
+                            help="also write last.ckpt every n steps (bounds what a SIGKILL loses; 0: off)")
+        # evaluation protocol of validate/test (cnnrepro/eval/protocols.py); fit validates with the centre crop
+        parser.add_argument("--protocol", type=Literal[tuple(PROTOCOLS)], default="center",
+                            help="validate/test: the paper's test protocol")
+        parser.add_argument("--protocol_tencrop_variant", type=Optional[Literal[tuple(TENCROP_VARIANTS)]],
+                            default=None,
+                            help="tencrop: alexnet (corners of the central square, softmax averaged; default), "
+                                 "torchvision (TenCrop of the whole image), fb (fb.resnet.torch: whole image, "
+                                 "bicubic, logits summed)")
+        parser.add_argument("--protocol_reduced_decode", type=bool, default=False,
+                            help="decode large JPEGs at a reduced DCT scale (faster, other pixels); default off")
+        parser.add_argument("--protocol_scales", type=Optional[list[int]], default=None,
+                            help="shorter side(s): one for center/flip/tencrop, the Qs of dense and multiscale_fc "
+                                 "(default 224,256,384,480,640), the 4 scales of multicrop144 (default "
+                                 "256,288,320,352), the 3 of multicrop150[+dense] (default 256,384,512)")
+        parser.add_argument("--protocol_crop_ratio", type=Optional[float], default=None,
+                            help="center/flip/tencrop: crop / shorter side (e.g. 0.875); default data.crop/data.resize")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    # -- the run: folder, loggers, callbacks ------------------------------------------------------
+    def _cfg(self):
+        return self.config_init[self.subcommand]
+
+    def resolved_config(self) -> dict:
+        """The command's whole resolved config as plain data (W&B run config)."""
+        cfg = self.config[self.subcommand].clone()
+        if "extends" in cfg:
+            del cfg["extends"]
+        return json.loads(json.dumps(cfg.as_dict(), default=str))  # paths as strings
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self._cfg()
+        run_cfg = cfg["run"]
+        self.run = RunFolder.open(self.subcommand, runs_dir=run_cfg["dir"],
+                                  group=run_cfg["name"] or cfg["model"].arch,
+                                  folder=run_cfg["folder"], ckpt_path=cfg.get("ckpt_path"))
+        cfg["ckpt_path"] = self.run.ckpt_path
+        trainer_cfg = cfg["trainer"]
+        if trainer_cfg.get("logger") in (None, True):
+            # CSV first: trainer.log_dir (where the resolved config is saved) is the run folder
+            loggers = [CSVLogger(save_dir=str(self.run.path), name="", version="")]
+            tags = [self.model.hparams.arch, self.subcommand, f"protocol:{cfg.get('protocol') or 'center'}",
+                    *run_cfg["wandb_tags"]]
+            wandb = self.run.wandb_logger(run_cfg["wandb"], project=run_cfg["wandb_project"],
+                                          entity=run_cfg["wandb_entity"], config=self.resolved_config(), tags=tags)
+            if wandb is not None:
+                loggers.append(wandb)
+            kwargs["logger"] = loggers
+        kwargs.setdefault("default_root_dir", str(self.run.path))
+        callbacks = [Throughput(), LearningRateMonitor(logging_interval="epoch")]
+        if self.subcommand == "fit":
+            ckpts = str(self.run.checkpoints)
+            callbacks += [
+                ModelCheckpoint(dirpath=ckpts, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                                monitor="val/top1_err", mode="min"),
+                # last.ckpt after every epoch. Not ModelCheckpoint(save_last=True) above: Lightning 2.6
+                # writes "last" only at steps where a top-k file was written, so it would stay at the
+                # best epoch and `--ckpt_path last` would silently retrain the epochs since then.
+                ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
+                                enable_version_counter=False),
+                # signal -> checkpoint at the next step boundary (lit/preemption.py), exact resume (lit/resume.py)
+                Preemption(self.run.checkpoints, every_n_steps=run_cfg["ckpt_every_n_steps"] or 0),
+                ExactResume(wandb_id=self.run.wandb_id),
+            ]
+            if trainer_cfg.get("plugins") is None:
+                kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
+        self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
+        return super().instantiate_trainer(**kwargs)
+
+    # -- protocols ----------------------------------------------------------------------------
+    def _protocol_args(self) -> tuple[str, list[int] | None, float | None, str | None, bool]:
+        cfg = self._cfg()
+        return (cfg.get("protocol") or "center", cfg.get("protocol_scales"), cfg.get("protocol_crop_ratio"),
+                cfg.get("protocol_tencrop_variant"), bool(cfg.get("protocol_reduced_decode")))
+
+    def before_fit(self):
+        name, scales, ratio, variant, reduced = self._protocol_args()
+        if name != "center" or scales is not None or ratio is not None or variant is not None or reduced:
+            raise UserError("--protocol/--protocol_scales/--protocol_crop_ratio/--protocol_tencrop_variant/"
+                            "--protocol_reduced_decode apply to `cnnrepro validate` and `cnnrepro test`; fit "
+                            "validates every epoch with the recipe's centre crop (data.resize, data.crop)")
+
+    def _wire_protocol(self):
+        name, scales, ratio, variant, reduced = self._protocol_args()
+        dm = self.datamodule
+        self.eval_protocol = build_protocol(name, crop=dm.hparams.crop, resize=dm.hparams.resize,
+                                            scales=scales, crop_ratio=ratio, tencrop_variant=variant,
+                                            reduced_decode=reduced)
+        dm.protocol = self.model.eval_protocol = self.eval_protocol
+
+    before_validate = before_test = _wire_protocol
+
+    # -- the run record -------------------------------------------------------------------------
+    def _record(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        cfg = self._cfg()
+        rec = records.build_record(
+            self.trainer, self.model, self.datamodule, run=self.run, command=self.subcommand,
+            recipe_files=self.recipe_files, protocol=self.eval_protocol, ckpt_path=cfg.get("ckpt_path"),
+            seed=cfg.get("seed_everything"), wandb_project=cfg["run"]["wandb_project"],
+            wandb_entity=cfg["run"]["wandb_entity"],
+            throughput=next((c.summary(self.trainer.world_size) for c in self.trainer.callbacks
+                             if isinstance(c, Throughput)), {}),
+            t_start=self.t_start,
+        )
+        if rec is None:
+            print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)
+            return
+        if rec.samples != rec.samples_expected:
+            print(f"cnnrepro: WARNING validation saw {rec.samples} samples, the manifest lists {rec.samples_expected}",
+                  file=sys.stderr)
+        path = records.write_record(rec, self.run.record_path)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(rec.summary())
+        print(f"\nrun record: {path}")
+        print(render_markdown(table_rows([{**rec.as_dict(), "record_path": str(path)}], load_paper_numbers())))
+
+    after_fit = after_validate = after_test = _record
+
+
+class _NoRun(CnnreproCLI):
+    """The recipe's parser without a run: parse (and optionally build model and data), nothing else."""
+
+    def __init__(self, *args, build: bool = False, **kwargs):
+        self._build = build
+        super().__init__(*args, **kwargs)
+
+    def _set_seed(self):  # nothing is run: no seeding (and no "Seed set" line per recipe)
+        pass
+
+    def instantiate_classes(self):
+        if self._build:  # model and DataModule only: no run folder, loggers or trainer
+            self.config_init = self.parser.instantiate_classes(self.config)
+            self.datamodule = self._get(self.config_init, "data")
+            self.model = self._get(self.config_init, "model")
+
+    def _run_subcommand(self, subcommand):
+        pass
+
+
+def _config_args(recipe_files: list[Path]) -> list[str]:
+    return [a for p in recipe_files for a in ("--config", str(p))]
+
+
+def run_command(command: str, recipe_files: list[Path], args: list[str]) -> None:
+    """``cnnrepro fit|validate|test [RECIPE] [args]``: parse, build, run, record."""
+    refuse_optimizer_flags(args)
+    CnnreproCLI(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files)
+
+
+def parse_only(command: str, recipe_files: list[Path], args: list[str] = ()):
+    """The resolved config (jsonargparse Namespace) of ``cnnrepro COMMAND RECIPE ARGS``, nothing run.
+
+    A bad key, type or value is a UserError carrying jsonargparse's one-line reason.
+    """
+    refuse_optimizer_flags(list(args))
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            cli = _NoRun(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files,
+                         save_config_callback=None)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        # jsonargparse printed its usage and then "error: <reason>": keep the reason
+        reason = next((ln for ln in reversed(err.getvalue().splitlines()) if ln.startswith("error:")),
+                      err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "invalid arguments")
+        raise UserError(f"`cnnrepro {command}` would refuse these arguments: {reason.removeprefix('error:').strip()}")
+    return cli.config[command]
+
+
+def instantiate_model_and_data(recipe_files: list[Path], args: list[str] = ()):
+    """The recipe's (ClassifierModule, ImageNetDataModule), built by the real parser (no run)."""
+    refuse_optimizer_flags(list(args))
+    cli = _NoRun(args=[*_config_args(recipe_files), *args], recipe_files=recipe_files, run=False,
+                 save_config_callback=None, build=True)
+    return cli.model, cli.datamodule
