@@ -172,3 +172,18 @@ def test_table_is_logged_as_a_wandb_table_offline(tmp_path):
     assert tables, sorted(str(f) for f in runs[0].rglob("*"))
     data = json.loads(tables[0].read_text())
     assert data["columns"][:3] == ["model", "data", "protocol"] and data["data"][0][0] == "alexnet"
+
+
+def test_vgg_table5_multicrop_rows_are_compared_under_their_own_protocols():
+    # VGG Table 5 (S=[256;512], Q={256,384,512}): multi-crop 24.6/7.5, multi-crop & dense 24.4/7.2 (config D)
+    from cnnrepro.eval import build_protocol
+
+    for name, want in (("multicrop150", (24.6, 7.5)), ("multicrop150+dense", (24.4, 7.2))):
+        params = build_protocol(name, crop=224, resize=256).params
+        r = rec(model="vgg16", protocol=name, top1=75.0, top5=92.0)
+        r["protocol_params"] = params
+        row = table_rows([r], PAPER)[0]
+        assert (row["paper_top1_err"], row["paper_top5_err"]) == want, (name, row["note"])
+        # other test scales are another setting: not comparable
+        r["protocol_params"] = build_protocol(name, crop=224, resize=256, scales=[224, 256, 288]).params
+        assert table_rows([r], PAPER)[0]["paper_top1_err"] is None
