@@ -81,6 +81,9 @@ def test_test_honours_the_protocol_and_writes_its_record(tmp_path, shards):
     assert p.returncode == 0, p.stderr[-4000:]
     rec = json.loads((tmp_path / "runs" / "alexnet" / "test-000" / "record.json").read_text())
     assert rec["command"] == "test" and rec["protocol"] == "tencrop"
-    assert rec["protocol_params"] == {"resize": 256, "crop": 227, "scales": [256], "square": True, "mirror": True}
+    params = rec["protocol_params"]
+    assert {k: params[k] for k in ("resize", "crop", "scales", "square", "mirror", "variant")} == \
+        {"resize": 256, "crop": 227, "scales": [256], "square": True, "mirror": True, "variant": "alexnet"}
+    assert params["preprocessing"]["decode"] == "full"
     assert rec["samples"] == rec["samples_expected"] == 10  # every image once, as ten views
     assert "run record:" in p.stdout
