@@ -281,3 +281,46 @@ def test_a_pipe_root_streams_like_a_local_one(local):
 def test_a_remote_root_without_a_manifest_names_it(http_root):
     with pytest.raises(DataConfigError, match=r"/nothing/manifest.json not found"):
         _dm(http_root + "/nothing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged", [False, True])
+def test_two_ddp_processes_validate_exactly_once_from_http_with_the_local_metrics(local, http_root, tmp_path,
+                                                                                   damaged):
+    """Two real DDP processes (gloo) stream the validation shards from the HTTP server: every sample
+    once, top-1/top-5 equal to one local process's; with a flipped bit, the rank that reads the
+    damaged shard fails naming it."""
+    sys.path.insert(0, str(HERE))
+    import ddp_eval_worker as worker
+    from cnnrepro.data.stream import ShardInfo
+
+    dst, _ = local
+    m = _dm(dst).manifest
+    ref = [ShardInfo(str(dst / s["name"]), s["count"]) for s in m["val"]["shards"]]
+    ref_idx, ref_top1, ref_top5, _ = worker.evaluate(ref, rank=0, world=1, workers=0)
+    folder = "flipped" if damaged else "intact"
+    arg = json.dumps([[f"{http_root}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
+                      for s in m["val"]["shards"]])
+    out, port = tmp_path / "result.json", _free_port()
+    procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_eval_worker.py"), arg, str(r), "2", str(port), "1",
+                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=120)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, 9)
+                p.wait()
+    if damaged:
+        assert any(p.returncode != 0 for p in procs)
+        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in "".join(logs)
+        return
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    ranks = json.loads(out.read_text())
+    seen = [i for r in ranks for i in r["indices"]]
+    assert sorted(seen) == sorted(ref_idx) == list(range(m["val"]["samples"]))
+    for r in ranks:
+        assert r["top1"] == ref_top1 and r["top5"] == ref_top5
