@@ -254,7 +254,7 @@ def test_a_transfer_cut_every_time_fails_clearly_after_the_retries(local, cut_se
         _eval_batches(_dm(cut_server))
 
 
-def test_wrong_or_missing_s3_credentials_are_one_clear_error(local, s3_server, monkeypatch):
+def test_missing_s3_credentials_are_one_clear_error(local, s3_server, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
@@ -324,3 +324,22 @@ def test_two_ddp_processes_validate_exactly_once_from_http_with_the_local_metric
     assert sorted(seen) == sorted(ref_idx) == list(range(m["val"]["samples"]))
     for r in ranks:
         assert r["top1"] == ref_top1 and r["top5"] == ref_top5
+
+
+def test_credentials_the_store_rejects_are_one_clear_error(tmp_path, monkeypatch):
+    """moto's S3 server with authentication on from its first request: the keys are not in its
+    records, as a mistyped or revoked key is not in a real store's."""
+    port = _free_port()
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # read by the server process only
+    proc = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], tmp_path / "moto.log")
+    try:
+        _wait_for_port(port, proc)
+        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "AKIAWRONG",
+                     "AWS_SECRET_ACCESS_KEY": "not-the-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        with pytest.raises(DataConfigError, match=r"s3://any-bucket/imagenet/manifest.json: access refused .*"
+                                                  r"AWS_ACCESS_KEY_ID") as e:
+            _dm("s3://any-bucket/imagenet")
+        assert "not-the-secret" not in str(e.value)
+    finally:
+        _stop(proc)
