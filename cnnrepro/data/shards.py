@@ -471,10 +471,32 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     from .verify import remember_verified
 
     remember_verified(dst, manifest)
+    _write_timm_info(dst, manifest)
     tmp = dst / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, dst / "manifest.json")
     return manifest
+
+
+# our split names -> timm's (train.py's defaults: --train-split train, --val-split validation)
+TIMM_SPLITS = {"train": "train", "val": "validation"}
+
+
+def _write_timm_info(dst: Path, manifest: dict) -> None:
+    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
+    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
+    per split its shard files, their sample counts and the total. timm reads the class from each
+    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
+    info = {"name": dst.name, "splits": {}}
+    for ours, theirs in TIMM_SPLITS.items():
+        if ours in manifest:
+            shards = manifest[ours]["shards"]
+            info["splits"][theirs] = {"name": theirs, "num_samples": manifest[ours]["samples"],
+                                      "filenames": [sh["name"] for sh in shards],
+                                      "shard_lengths": [sh["count"] for sh in shards]}
+    tmp = dst / "_info.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, dst / "_info.json")
 
 
 def read_manifest(root: str | Path) -> dict:
