@@ -209,6 +209,7 @@ def _fit_and_validate(root):
     return metrics, dm
 
 
+@pytest.mark.slow
 def test_training_and_validation_from_a_store_give_the_local_metrics(local, remote, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dst, _ = local
