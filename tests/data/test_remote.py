@@ -285,12 +285,14 @@ def test_a_remote_root_without_a_manifest_names_it(http_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damaged", [False, True])
-def test_two_ddp_processes_validate_exactly_once_from_http_with_the_local_metrics(local, http_root, tmp_path,
-                                                                                   damaged):
-    """Two real DDP processes (gloo) stream the validation shards from the HTTP server: every sample
-    once, top-1/top-5 equal to one local process's; with a flipped bit, the rank that reads the
-    damaged shard fails naming it."""
+@pytest.mark.parametrize("proto,damaged", [("http", False), ("s3", False), ("http", True)])
+def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_metrics(local, request, tmp_path,
+                                                                                     proto, damaged):
+    """Two real DDP processes (gloo) stream the validation shards from the HTTP or S3 server (the
+    S3 endpoint and keys reach them through the AWS_* environment): every sample once, top-1/top-5
+    equal to one local process's; with a flipped bit, the rank that reads the damaged shard fails
+    naming it."""
+    base = request.getfixturevalue("http_root" if proto == "http" else "s3_server")
     sys.path.insert(0, str(HERE))
     import ddp_eval_worker as worker
     from cnnrepro.data.stream import ShardInfo
@@ -300,7 +302,7 @@ def test_two_ddp_processes_validate_exactly_once_from_http_with_the_local_metric
     ref = [ShardInfo(str(dst / s["name"]), s["count"]) for s in m["val"]["shards"]]
     ref_idx, ref_top1, ref_top5, _ = worker.evaluate(ref, rank=0, world=1, workers=0)
     folder = "flipped" if damaged else "intact"
-    arg = json.dumps([[f"{http_root}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
+    arg = json.dumps([[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
                       for s in m["val"]["shards"]])
     out, port = tmp_path / "result.json", _free_port()
     procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_eval_worker.py"), arg, str(r), "2", str(port), "1",
