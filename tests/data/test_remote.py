@@ -346,3 +346,20 @@ def test_credentials_the_store_rejects_are_one_clear_error(tmp_path, monkeypatch
         assert "not-the-secret" not in str(e.value)
     finally:
         _stop(proc)
+
+
+@pytest.mark.parametrize("cut_server", [1], indirect=True)
+def test_training_batches_through_cut_transfers_equal_the_local_ones(local, cut_server, fast_retries):
+    """A training epoch (shards drawn with replacement, a shuffle buffer) through transfers cut
+    mid-shard: the same batches, in the same order, as from the local shards."""
+    dst, _ = local
+
+    def epoch(root):
+        dm = _dm(root, shuffle_buffer=5)
+        dm.setup("fit")
+        return list(dm.train_dataloader())
+
+    before = ShardStream.retries_total
+    got = epoch(cut_server)
+    assert ShardStream.retries_total > before  # the cuts happened and were retried
+    _same(got, epoch(dst))
