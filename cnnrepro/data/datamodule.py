@@ -37,7 +37,8 @@ class DataConfigError(UserError):
     """Bad data configuration: the message names the flag / variable and the fix."""
 
 
-def resolve_root(root: str | None) -> Path:
+def resolve_root(root: str | None) -> Path | str:
+    """The data root: a local folder (Path), or a remote root's URL / pipe (str, data/remote.py)."""
     root = root or os.environ.get(DATA_ENV)
     if not root:
         raise DataConfigError(
@@ -45,6 +46,13 @@ def resolve_root(root: str | None) -> Path:
             f"`cnnrepro shards SRC DST`) or set the {DATA_ENV} environment variable; "
             f"`--data.root demo` uses the built-in demo dataset"
         )
+    from .remote import RemoteError, check_root, is_remote
+
+    if is_remote(root):
+        try:
+            return check_root(root)
+        except RemoteError as e:
+            raise DataConfigError(str(e)) from None
     if root == "demo":
         return ensure_demo_shards()
     if root == "mnist" or is_idx_dir(Path(root).expanduser()):
@@ -148,7 +156,12 @@ class ImageNetDataModule(pl.LightningDataModule):
             raise DataConfigError(f"--data.batch_size {batch_size}: the per-device batch must be at least 1")
         self.root = resolve_root(root)
         self._file_groups = None  # imagefolder: {split: groups of files}, read by the same streams
-        if format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()):
+        if isinstance(self.root, str):  # a remote root (data/remote.py): shards only
+            if format == "imagefolder":
+                raise DataConfigError(f"--data.format imagefolder reads a local tree; {self.root} is remote: "
+                                      f"write shards with `cnnrepro shards SRC DST`, upload DST, and read that")
+            self.manifest = read_manifest(self.root)  # a ManifestError is a UserError
+        elif format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()):
             self.manifest, self._file_groups = _read_folder(self.root, format, seed)
         else:
             self.manifest = read_manifest(self.root)  # a ManifestError is a UserError
@@ -200,6 +213,9 @@ class ImageNetDataModule(pl.LightningDataModule):
         its manifest size, and the validation shards their sha256 (cached once verified, data/verify.py)."""
         if self._file_groups is not None:
             return  # an unconverted tree: files are checked as they are read
+        if isinstance(self.root, str):
+            self._setup_remote(stage)
+            return
         splits = ("train", "val") if stage == "fit" else ("val",)
         problems = check_sizes(self.root, self.manifest, splits)
         if not problems:
@@ -207,13 +223,35 @@ class ImageNetDataModule(pl.LightningDataModule):
             problems = verify_shards(self.root, self.manifest, ("val",))
         raise_problems(self.root, self.manifest, problems)
         if stage == "fit":
-            _, world = self._rank_world()
-            n = self.manifest["train"]["samples"]
-            if n < self.batch_size * world:
-                raise DataConfigError(
-                    f"--data.batch_size {self.batch_size} x {world} device(s) is larger than the {n} training samples "
-                    f"of {self.root}: lower --data.batch_size to at most {n // world} (an epoch needs one full batch "
-                    f"per device)")
+            self._check_global_batch()
+
+    def _setup_remote(self, stage: str) -> None:
+        """A remote root: every shard this stage reads exists with its manifest size (one listing or a
+        HEAD per shard); sha256 is checked as each shard streams, validation shards included, so
+        validation is not downloaded twice (every shard is read to its end by the loader worker
+        that holds its last sample, which fails the run before any metric is computed)."""
+        from .remote import size_problems
+        from .verify import ShardCheckError, rewrite_hint
+
+        splits = ("train", "val") if stage == "fit" else ("val",)
+        shards = [sh for split in splits if split in self.manifest for sh in self.manifest[split]["shards"]]
+        problems = list(size_problems(self.root, self.manifest, shards).values())
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise ShardCheckError(f"{len(problems)} shard(s) disagree with {self.root}/manifest.json: "
+                                  + "; ".join(problems[:5]) + more + f"; {rewrite_hint('DST', self.manifest)}, "
+                                  f"then upload them to {self.root}")
+        if stage == "fit":
+            self._check_global_batch()
+
+    def _check_global_batch(self) -> None:
+        _, world = self._rank_world()
+        n = self.manifest["train"]["samples"]
+        if n < self.batch_size * world:
+            raise DataConfigError(
+                f"--data.batch_size {self.batch_size} x {world} device(s) is larger than the {n} training samples "
+                f"of {self.root}: lower --data.batch_size to at most {n // world} (an epoch needs one full batch "
+                f"per device)")
 
     @property
     def num_classes(self) -> int:
@@ -229,11 +267,20 @@ class ImageNetDataModule(pl.LightningDataModule):
             return f"demo_{split}"
         if self.num_classes == 1000 and split == "val" and self.manifest["val"]["samples"] == 50_000:
             return "ilsvrc2012_val"
+        if isinstance(self.root, str):
+            from .remote import basename
+
+            return f"{basename(self.root)}_{split}"
         return f"{self.root.name}_{split}"
 
     def _shards(self, split: str) -> list[ShardInfo]:
         if self._file_groups is not None:
             return self._file_groups[split]
+        if isinstance(self.root, str):
+            from .remote import join
+
+            return [ShardInfo(join(self.root, s["name"]), s["count"], sha256=s.get("sha256"), bytes=s.get("bytes"))
+                    for s in self.manifest[split]["shards"]]
         return [ShardInfo(str(self.root / s["name"]), s["count"]) for s in self.manifest[split]["shards"]]
 
     def _rank_world(self) -> tuple[int, int]:

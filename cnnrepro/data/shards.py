@@ -470,15 +470,42 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         manifest["rgb_stats"] = rgb_stats_from_moments(s1, s2, n)
     # every shard was hashed just now (written or reused): a reader need not hash them again
     remember_verified(dst, manifest)
+    _write_timm_info(dst, manifest)
     tmp = dst / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, dst / "manifest.json")
     return manifest
 
 
+# our split names -> timm's (train.py's defaults: --train-split train, --val-split validation)
+TIMM_SPLITS = {"train": "train", "val": "validation"}
+
+
+def _write_timm_info(dst: Path, manifest: dict) -> None:
+    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
+    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
+    per split its shard files, their sample counts and the total. timm reads the class from each
+    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
+    info = {"name": dst.name, "splits": {}}
+    for ours, theirs in TIMM_SPLITS.items():
+        if ours in manifest:
+            shards = manifest[ours]["shards"]
+            info["splits"][theirs] = {"name": theirs, "num_samples": manifest[ours]["samples"],
+                                      "filenames": [sh["name"] for sh in shards],
+                                      "shard_lengths": [sh["count"] for sh in shards]}
+    tmp = dst / "_info.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, dst / "_info.json")
+
+
 def read_manifest(root: str | Path) -> dict:
     """The manifest of a shard folder; ManifestError names the file and the fix if it is missing,
-    unreadable or not shaped as the shard writer writes it."""
+    unreadable or not shaped as the shard writer writes it. A remote root's (data/remote.py) is read
+    through the same route as its shards."""
+    from .remote import is_remote
+
+    if is_remote(root):
+        return _read_remote_manifest(root)
     path = Path(root) / "manifest.json"
     if not path.exists():
         raise ManifestError(
@@ -494,6 +521,30 @@ def read_manifest(root: str | Path) -> dict:
     problem = _manifest_problem(m)
     if problem:
         raise ManifestError(f"{path}: {problem}: it is damaged or not written by `cnnrepro shards`; {rewrite}")
+    return m
+
+
+def _read_remote_manifest(root: str) -> dict:
+    from .remote import RemoteError, join, read_bytes
+    from .stream import CorruptSampleError
+
+    url = join(root, "manifest.json")
+    try:
+        data = read_bytes(url)
+    except CorruptSampleError as e:  # a missing object, or the transfer failed after its retries
+        raise ManifestError(str(e).replace("upload the shard again", "upload it") if "no such object" not in str(e)
+                            else f"{url} not found: --data.root must hold shards written by `cnnrepro shards SRC DST` "
+                                 f"with their manifest.json (upload the whole DST; the manifest last)") from None
+    except RemoteError as e:
+        raise ManifestError(str(e)) from None
+    rewrite = f"upload the manifest.json written by `cnnrepro shards SRC DST` to {root}"
+    try:
+        m = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{url} is not readable JSON ({type(e).__name__}: {e}); {rewrite}") from None
+    problem = _manifest_problem(m)
+    if problem:
+        raise ManifestError(f"{url}: {problem}: it is damaged or not written by `cnnrepro shards`; {rewrite}")
     return m
 
 

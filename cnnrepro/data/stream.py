@@ -24,7 +24,6 @@ import math
 import multiprocessing as mp
 import os
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,23 +31,10 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from cnnrepro.errors import UserError
+
+from .remote import CorruptSampleError, ShardStream, is_remote
 
 __all__ = ["ShardInfo", "TrainStream", "EvalStream", "split_range", "CorruptSampleError"]
-
-
-class CorruptSampleError(UserError):
-    """A shard (or file) met while streaming is damaged or disagrees with the manifest."""
-
-    def __init__(self, msg: str):
-        # Raised in a loader worker, the DataLoader re-raises it in the main process as
-        # CorruptSampleError("Caught CorruptSampleError in DataLoader worker process N.\nOriginal
-        # Traceback ..."): keep our one-line message, which the traceback ends with, and the worker.
-        caught = re.match(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback", msg)
-        if caught:
-            last = msg.rstrip().splitlines()[-1]
-            msg = f"{last.split(': ', 1)[-1]} ({caught.group(1)})"
-        super().__init__(msg)
 
 
 REWRITE = ("rerun `cnnrepro shards SRC DST` as it was written (it rewrites damaged shards); "
@@ -64,6 +50,9 @@ class ShardInfo:
     url: str
     count: int
     files: tuple = ()
+    # the manifest's sha256 and size of a remote shard, checked as it streams (cnnrepro.data.remote)
+    sha256: str | None = None
+    bytes: int | None = None
 
 
 def split_range(start: int, stop: int, parts: int, index: int) -> tuple[int, int]:
@@ -79,65 +68,89 @@ def _tar_number(field: bytes) -> int:
 
 
 def local_tar_samples(path: str):
-    """webdataset samples ({"__key__", ext: bytes}) of a tar on a local file system.
+    """webdataset samples ({"__key__", ext: bytes}) of a tar on a local file system."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        yield from tar_samples(f, path)
+
+
+def tar_samples(f, path: str):
+    """webdataset samples ({"__key__", ext: bytes}) of a tar read from the binary file object ``f``
+    (a local file, or a remote object's ``remote.ShardStream``); ``path`` names it in errors.
 
     Ours, not webdataset's: webdataset reads members through Python's ``tarfile``, which costs
     ~0.15 ms per training sample (3 members with PAX headers), more than the crop and resize of
     the fast path; this reads the 512-byte headers directly (ustar, PAX ``path``/``size``, GNU
     long names) and groups members as webdataset does: key = path up to the first dot of the
-    file name, consecutive members with one key form one sample.
+    file name, consecutive members with one key form one sample. It only reads forward, so a
+    stream that cannot seek serves as well as a file.
     """
     sample: dict = {}
     pax: dict = {}
-    with open(path, "rb", buffering=1 << 20) as f:
-        while True:
-            hdr = f.read(512)
-            if len(hdr) < 512:
-                # a tar ends with zero blocks; a file that ends before them was cut, possibly at a
-                # sample boundary, which must not read as a clean end of the shard
-                raise CorruptSampleError(f"{path} ends without the tar end-of-archive blocks: the shard is truncated; "
-                                         f"{REWRITE}")
-            if not hdr.strip(b"\0"):
-                break  # end of archive
-            typ = hdr[156:157]
-            size = int(pax.get("size", _tar_number(hdr[124:136]))) if typ in (b"0", b"\0") else _tar_number(hdr[124:136])
-            data = f.read(size)
-            if len(data) < size:
-                raise CorruptSampleError(f"{path} ends inside a member: the shard is truncated; {REWRITE}")
-            f.seek((-size) % 512, 1)
-            if typ == b"x":  # PAX extended header for the next member: "len key=value\n" records
-                for rec in data.decode("utf-8").splitlines():
-                    k, _, v = rec.partition(" ")[2].partition("=")
-                    pax[k] = v
-                continue
-            if typ == b"L":  # GNU long name for the next member
-                pax["path"] = data.rstrip(b"\0").decode("utf-8")
-                continue
-            if typ not in (b"0", b"\0"):  # directories, links, global headers: no sample data
-                pax = {}
-                continue
-            name = pax.get("path")
-            if name is None:
-                name = hdr[:100].rstrip(b"\0").decode("utf-8")
-                if hdr[257:262] == b"ustar" and hdr[345:500].strip(b"\0"):
-                    name = hdr[345:500].rstrip(b"\0").decode("utf-8") + "/" + name
+    while True:
+        hdr = f.read(512)
+        if len(hdr) < 512:
+            # a tar ends with zero blocks; a file that ends before them was cut, possibly at a
+            # sample boundary, which must not read as a clean end of the shard
+            raise CorruptSampleError(f"{path} ends without the tar end-of-archive blocks: the shard is truncated; "
+                                     f"{REWRITE}")
+        if not hdr.strip(b"\0"):
+            break  # end of archive
+        typ = hdr[156:157]
+        size = int(pax.get("size", _tar_number(hdr[124:136]))) if typ in (b"0", b"\0") else _tar_number(hdr[124:136])
+        data = f.read(size + (-size) % 512)  # the member and its padding to the next 512-byte block
+        if len(data) < size:
+            raise CorruptSampleError(f"{path} ends inside a member: the shard is truncated; {REWRITE}")
+        data = data[:size]
+        if typ == b"x":  # PAX extended header for the next member: "len key=value\n" records
+            for rec in data.decode("utf-8").splitlines():
+                k, _, v = rec.partition(" ")[2].partition("=")
+                pax[k] = v
+            continue
+        if typ == b"L":  # GNU long name for the next member
+            pax["path"] = data.rstrip(b"\0").decode("utf-8")
+            continue
+        if typ not in (b"0", b"\0"):  # directories, links, global headers: no sample data
             pax = {}
-            d, _, base = name.rpartition("/")
-            stem, _, ext = base.partition(".")
-            key = f"{d}/{stem}" if d else stem
-            if sample and sample["__key__"] != key:
-                yield sample
-                sample = {}
-            sample["__key__"] = key
-            sample[ext] = data
+            continue
+        name = pax.get("path")
+        if name is None:
+            name = hdr[:100].rstrip(b"\0").decode("utf-8")
+            if hdr[257:262] == b"ustar" and hdr[345:500].strip(b"\0"):
+                name = hdr[345:500].rstrip(b"\0").decode("utf-8") + "/" + name
+        pax = {}
+        d, _, base = name.rpartition("/")
+        stem, _, ext = base.partition(".")
+        key = f"{d}/{stem}" if d else stem
+        if sample and sample["__key__"] != key:
+            yield sample
+            sample = {}
+        sample["__key__"] = key
+        sample[ext] = data
     if sample:
         yield sample
 
 
-def _samples(url: str):
+def _remote_tar_samples(shard: "ShardInfo"):
+    """The samples of a remote shard, its bytes hashed as they stream and checked at its end
+    against the manifest (cnnrepro.data.remote); a reader that stops early checks nothing."""
+    s = ShardStream(shard.url, size=shard.bytes, sha256=shard.sha256)
+    try:
+        yield from tar_samples(s, shard.url)
+        s.finish()
+    finally:
+        s.close()
+
+
+def _samples(shard: "ShardInfo"):
     """(key, jpg bytes, class index) of each sample of one tar shard, in order."""
-    local = "://" not in url and not url.startswith("pipe:") and os.path.isfile(url)
-    for s in (local_tar_samples(url) if local else wds.tarfile_samples([{"url": url}])):
+    url = shard.url
+    if is_remote(url):
+        source = _remote_tar_samples(shard)
+    elif os.path.isfile(url):
+        source = local_tar_samples(url)
+    else:
+        source = wds.tarfile_samples([{"url": url}])
+    for s in source:
         try:
             yield s["__key__"], s["jpg"], int(s["cls"])
         except KeyError as e:
@@ -154,7 +167,7 @@ def _samples(url: str):
 def _shard_samples(shard: ShardInfo):
     """(key, image bytes, class index) of each sample of a shard or of a group of files, in order."""
     if not shard.files:
-        yield from _samples(shard.url)
+        yield from _samples(shard)
         return
     from .ilsvrc import read_item
 

@@ -77,7 +77,9 @@ def evaluate(shards: list[ShardInfo], rank: int, world: int, workers: int,
 def main() -> None:
     shards_json, rank, world, port, workers, out, *protocol = sys.argv[1:]
     rank, world, workers = int(rank), int(world), int(workers)
-    shards = [ShardInfo(u, c) for u, c in json.loads(shards_json)]
+    # [url, count] or, for a remote shard, [url, count, sha256, bytes] (checked as it streams)
+    shards = [ShardInfo(s[0], s[1], sha256=s[2] if len(s) > 2 else None, bytes=s[3] if len(s) > 3 else None)
+              for s in json.loads(shards_json)]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:

@@ -1,0 +1,319 @@
+"""Shards read from where clusters keep them: object stores, HTTP and pipes (issue 13).
+
+``--data.root`` (or ``CNNREPRO_DATA``) may be, as webdataset users write them:
+
+* ``s3://bucket/prefix`` (S3 or an S3-compatible store; ``pip install 'cnnrepro[s3]'``),
+* ``gs://bucket/prefix`` (``pip install 'cnnrepro[gcs]'``),
+* ``http://host/path`` or ``https://...``,
+* ``pipe:COMMAND`` with ``{name}`` where the object's name goes, e.g.
+  ``pipe:aws s3 cp s3://bucket/imagenet/{name} -``: COMMAND writes the object to its stdout.
+
+``manifest.json`` and the shards are read through the same route. Shards are streamed, never
+copied to disk. The clients are fsspec's (s3fs, gcsfs, aiohttp for HTTP) and webdataset's
+``gopen`` for pipes; credentials come from where those clients look (environment variables, the
+SDKs' config files, instance roles). A root holding credentials (``user:pass@`` or a query string,
+e.g. a presigned URL) is refused, because the root is saved in the run's config.
+
+Integrity while streaming: ``ShardStream`` hashes the bytes it hands to the tar reader and, at the
+shard's end, compares their count and sha256 with the manifest's. A transfer that fails or ends
+early is reopened at the byte where it stopped (a seek on object stores; on HTTP and pipes the
+object is read again from its start and the bytes already seen are discarded), so the tar reader
+sees one uninterrupted byte stream: no sample is duplicated or lost. Retries wait 2**k x
+``CNNREPRO_IO_BACKOFF`` seconds (default 1) and are bounded by ``CNNREPRO_IO_RETRIES`` per shard
+(default 5); each one is logged (logger ``cnnrepro.data.remote``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import time
+from urllib.parse import urlsplit
+
+from cnnrepro.errors import UserError
+
+__all__ = ["is_remote", "check_root", "join", "basename", "ShardStream", "read_bytes", "size_problems",
+           "RemoteError", "CorruptSampleError", "RETRIES_ENV", "BACKOFF_ENV"]
+
+log = logging.getLogger(__name__)
+
+RETRIES_ENV = "CNNREPRO_IO_RETRIES"
+BACKOFF_ENV = "CNNREPRO_IO_BACKOFF"
+_URL_SCHEMES = ("s3", "gs", "gcs", "http", "https")
+_EXTRAS = {"s3": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs")}
+_CHUNK = 1 << 20
+
+class CorruptSampleError(UserError):
+    """A shard (or file) met while streaming is damaged or disagrees with the manifest."""
+
+    def __init__(self, msg: str):
+        # Raised in a loader worker, the DataLoader re-raises it in the main process as
+        # CorruptSampleError("Caught CorruptSampleError in DataLoader worker process N.\nOriginal
+        # Traceback ..."): keep our one-line message, which the traceback ends with, and the worker.
+        caught = re.match(r"Caught \w+ (in DataLoader worker process \d+)\.\nOriginal Traceback", msg)
+        if caught:
+            last = msg.rstrip().splitlines()[-1]
+            msg = f"{last.split(': ', 1)[-1]} ({caught.group(1)})"
+        super().__init__(msg)
+
+
+class RemoteError(UserError):
+    """A remote root or object cannot be read; the message names it and the fix."""
+
+
+def is_remote(root) -> bool:
+    if not isinstance(root, str):
+        return False
+    return root.startswith("pipe:") or urlsplit(root).scheme in _URL_SCHEMES
+
+
+def check_root(root: str) -> str:
+    """The root, refused if it would store credentials in the run's config or cannot name objects."""
+    if root.startswith("pipe:"):
+        if "{name}" not in root:
+            raise RemoteError(f"--data.root {root!r}: a pipe root needs {{name}} where the object's name goes, "
+                              f"e.g. 'pipe:aws s3 cp s3://bucket/imagenet/{{name}} -'")
+        return root
+    parts = urlsplit(root)
+    if parts.username or parts.password or parts.query:
+        # the root is saved in config.yaml and the run record: a secret there would leak
+        raise RemoteError(
+            f"--data.root {parts.scheme}://{parts.hostname}{parts.path}: the root holds credentials (user:password@ "
+            f"or a ?query such as a presigned signature), which would be saved in the run's config; give the "
+            f"bare URL and put credentials where the client looks for them (AWS_* / GOOGLE_* environment "
+            f"variables, ~/.aws/credentials, gcloud's config, a ~/.netrc for HTTP)")
+    if not parts.netloc:
+        raise RemoteError(f"--data.root {root!r}: no bucket or host after {parts.scheme}://")
+    return root.rstrip("/")
+
+
+def join(root: str, name: str) -> str:
+    return root.replace("{name}", name) if root.startswith("pipe:") else f"{root.rstrip('/')}/{name}"
+
+
+def basename(root: str) -> str:
+    """A short name for the dataset (results tables): the last path part of the root."""
+    if root.startswith("pipe:"):
+        return "pipe"
+    return urlsplit(root).path.rstrip("/").rpartition("/")[2] or urlsplit(root).netloc
+
+
+_FILESYSTEMS: dict = {}
+
+
+def _filesystem(url: str):
+    """fsspec's file system for the URL's scheme, one per process and credential environment: fsspec's
+    own instance cache would keep the credentials of the first call after they change."""
+    import fsspec
+
+    scheme = urlsplit(url).scheme
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "GCS", "CLOUDSDK_"))))
+    key = (scheme, os.getpid(), env)
+    if key in _FILESYSTEMS:
+        return _FILESYSTEMS[key]
+    try:
+        fs = _FILESYSTEMS[key] = fsspec.filesystem(scheme, skip_instance_cache=True)
+        return fs
+    except ImportError:
+        pkg, extra = _EXTRAS.get(scheme, (scheme, scheme))
+        raise RemoteError(f"{url}: reading {scheme}:// needs {pkg}: pip install 'cnnrepro[{extra}]'") from None
+
+
+def _permanent(e: BaseException) -> bool:
+    """Errors a retry cannot fix: a missing object, refused credentials, a missing client."""
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, RemoteError)):
+        return True
+    status = getattr(e, "status", None)  # aiohttp.ClientResponseError
+    if isinstance(status, int) and status in (400, 401, 403, 404, 405, 410):
+        return True
+    return type(e).__name__ in ("NoCredentialsError", "PartialCredentialsError", "ClientError") and \
+        type(e).__module__.startswith("botocore")
+
+
+def _transient(e: BaseException) -> bool:
+    if _permanent(e):
+        return False
+    if isinstance(e, (OSError, TimeoutError, asyncio.TimeoutError, EOFError, _Short)):
+        return True
+    mod = type(e).__module__
+    return mod.startswith(("aiohttp", "fsspec", "botocore", "aiobotocore", "urllib3", "requests", "google"))
+
+
+class _Short(Exception):
+    """The transfer ended before the size the manifest records."""
+
+
+def _open(url: str, offset: int):
+    """A binary file object reading ``url`` from byte ``offset``."""
+    if url.startswith("pipe:"):
+        import webdataset as wds
+
+        f = wds.gopen(url, "rb")
+        _discard(f, offset)
+        return f
+    fs = _filesystem(url)
+    if urlsplit(url).scheme in ("http", "https"):
+        # a streaming GET (block_size=0): plain http servers need not support Range requests
+        f = fs.open(url, "rb", block_size=0)
+        _discard(f, offset)
+        return f
+    f = fs.open(url, "rb", block_size=8 * _CHUNK, cache_type="readahead")
+    f.seek(offset)
+    return f
+
+
+def _discard(f, n: int) -> None:
+    while n > 0:
+        got = f.read(min(n, _CHUNK))
+        if not got:
+            raise _Short(f"the object ended while skipping to byte {n}")
+        n -= len(got)
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".strip().rstrip(":") if str(e) else type(e).__name__
+
+
+def _fix(url: str) -> str:
+    return ("upload the shard again from a local copy written by `cnnrepro shards SRC DST` "
+            "(`cnnrepro shards --verify DST` checks that copy)")
+
+
+class ShardStream:
+    """A remote object read as one byte stream, hashed as it streams and reopened where a transfer
+    failed. ``size`` and ``sha256`` (the manifest's) are checked by ``finish()``; without them (the
+    manifest itself) only the transfer is retried."""
+
+    retries_total = 0  # per process: for logs and tests
+
+    def __init__(self, url: str, *, size: int | None = None, sha256: str | None = None):
+        self.url, self.size, self.sha256 = url, size, sha256
+        self.pos = 0
+        self.retries = 0
+        self.max_retries = int(os.environ.get(RETRIES_ENV, "5"))
+        self.backoff = float(os.environ.get(BACKOFF_ENV, "1.0"))
+        self._hash = hashlib.sha256()
+        self._f = None
+
+    def _permanent_error(self, e: BaseException) -> UserError:
+        if isinstance(e, RemoteError):
+            return e
+        if isinstance(e, FileNotFoundError) or getattr(e, "status", None) in (404, 410):
+            return CorruptSampleError(f"{self.url}: no such object on the store: it was not uploaded or was removed; "
+                                      f"{_fix(self.url)}")
+        if isinstance(e, PermissionError) or getattr(e, "status", None) in (401, 403) or \
+                "Credentials" in type(e).__name__:
+            return RemoteError(f"{self.url}: access refused ({_describe(e)}): check the credentials the client reads "
+                               f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, "
+                               f"~/.netrc) and that they may read this bucket")
+        return RemoteError(f"{self.url}: cannot be read ({_describe(e)})")
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at the object's end."""
+        parts, want = [], n
+        while want > 0:
+            chunk = self._read_some(want)
+            if not chunk:
+                break
+            parts.append(chunk)
+            want -= len(chunk)
+        return b"".join(parts)
+
+    def _read_some(self, n: int) -> bytes:
+        while True:
+            try:
+                if self._f is None:
+                    self._f = _open(self.url, self.pos)
+                chunk = self._f.read(min(n, _CHUNK))  # a pipe allocates what is asked
+                if not chunk and self.size is not None and self.pos < self.size:
+                    raise _Short(f"the transfer ended at byte {self.pos} of {self.size}")
+                break
+            except Exception as e:  # noqa: BLE001 -- sorted into permanent and transient just below
+                self._close_file()
+                if not _transient(e):
+                    raise self._permanent_error(e) from None
+                self.retries += 1
+                ShardStream.retries_total += 1
+                if self.retries > self.max_retries:
+                    what = "truncated transfer" if isinstance(e, _Short) else "transfer failed"
+                    raise CorruptSampleError(
+                        f"{self.url}: {what} at byte {self.pos} after {self.max_retries} retries ({_describe(e)}): "
+                        f"check the store / network (more retries: {RETRIES_ENV}); if the object itself is short, "
+                        f"{_fix(self.url)}") from None
+                delay = self.backoff * 2 ** (self.retries - 1)
+                log.warning("retry %d/%d of %s at byte %d in %.2g s after %s", self.retries, self.max_retries,
+                            self.url, self.pos, delay, _describe(e))
+                time.sleep(delay)
+        self._hash.update(chunk)
+        self.pos += len(chunk)
+        return chunk
+
+    def finish(self) -> None:
+        """Read to the object's end (a tar's trailing padding), then check size and sha256."""
+        while self._read_some(_CHUNK):
+            pass
+        self._close_file()
+        if self.size is not None and self.pos != self.size:
+            raise CorruptSampleError(f"{self.url}: {self.pos} bytes streamed, the manifest says {self.size}: the "
+                                     f"object differs from the one the manifest describes; {_fix(self.url)}")
+        if self.sha256 is not None and self._hash.hexdigest() != self.sha256:
+            raise CorruptSampleError(f"{self.url}: the sha256 of the streamed bytes differs from the manifest's: the "
+                                     f"object on the store is damaged (flipped bits) or from another conversion; "
+                                     f"{_fix(self.url)}")
+
+    def _close_file(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 -- a failed transfer's close may fail too; it is reopened anyway
+                pass
+
+    def close(self) -> None:
+        self._close_file()
+
+
+def read_bytes(url: str) -> bytes:
+    """A whole small object (the manifest), with the transfer retried like a shard's."""
+    s = ShardStream(url)
+    try:
+        return s.read(1 << 40)
+    finally:
+        s.close()
+
+
+def size_problems(root: str, manifest: dict, shards: list[dict]) -> dict[str, str]:
+    """Shards of a remote root that are missing or not the manifest's size, from one listing (object
+    stores) or a HEAD per shard (HTTP). A pipe cannot be asked: its shards are checked as they stream."""
+    if root.startswith("pipe:"):
+        return {}
+    fs = _filesystem(root)
+    problems = {}
+    try:
+        if urlsplit(root).scheme in ("http", "https"):
+            for sh in shards:
+                url = join(root, sh["name"])
+                try:
+                    size = fs.info(url).get("size")
+                except FileNotFoundError:
+                    problems[sh["name"]] = f"{url}: missing"
+                    continue
+                if size is not None and "bytes" in sh and size != sh["bytes"]:
+                    problems[sh["name"]] = f"{url}: {size} bytes, the manifest says {sh['bytes']}"
+            return problems
+        listing = {os.path.basename(p): info.get("size") for p, info in
+                   fs.find(root, maxdepth=1, detail=True).items()}
+    except Exception as e:  # noqa: BLE001 -- named with its fix below
+        if _permanent(e) or not _transient(e):
+            raise ShardStream(root)._permanent_error(e) from None
+        raise RemoteError(f"{root}: cannot list the shards ({_describe(e)}): check the store / network") from None
+    for sh in shards:
+        url = join(root, sh["name"])
+        if sh["name"] not in listing:
+            problems[sh["name"]] = f"{url}: missing"
+        elif "bytes" in sh and listing[sh["name"]] != sh["bytes"]:
+            problems[sh["name"]] = f"{url}: {listing[sh['name']]} bytes, the manifest says {sh['bytes']}"
+    return problems

@@ -1,0 +1,364 @@
+"""Shards streamed from an S3 API and from HTTP (issue 13), by real servers on 127.0.0.1 that the
+fixtures start and stop by PID: moto's S3 server and Python's http.server, plus a file server that
+cuts transfers mid-shard (fault_http_server.py). What is read remotely must equal what is read
+locally, sample for sample and metric for metric; every fault is a clear error naming the shard."""
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
+from cnnrepro.errors import UserError
+from cnnrepro.data.remote import RETRIES_ENV, BACKOFF_ENV, ShardStream
+from cnnrepro.data.shards import write_shards
+from cnnrepro.data.stream import CorruptSampleError, EvalStream
+from cnnrepro.data.verify import ShardCheckError
+
+from test_shards import _tree
+
+HERE = Path(__file__).parent
+BUCKET = "cnnrepro-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(cmd: list, log: Path) -> subprocess.Popen:
+    # the servers log every request: to a file, since a pipe nobody reads fills and blocks them
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: see {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"no server on 127.0.0.1:{port} after {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, 15)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, 9)
+            proc.wait()
+
+
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside a member: the size is unchanged
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """Shards of real JPEGs (5 train shards, 3 val shards of uneven counts) and copies to serve:
+    intact/, flipped/ (a bit flipped in a val shard), missing/ (a val shard removed)."""
+    tmp = tmp_path_factory.mktemp("remote")
+    dst = tmp / "local"
+    write_shards(_tree(tmp / "src", train=6, val=3), dst, samples_per_shard=4, workers=1, progress=False)
+    served = tmp / "served"
+    for name in ("intact", "flipped", "missing"):
+        shutil.copytree(dst, served / name)
+    _flip_bit(served / "flipped" / "val-000001.tar")
+    (served / "missing" / "val-000002.tar").unlink()
+    return dst, served
+
+
+@pytest.fixture(scope="module")
+def http_root(local):
+    _, served = local
+    port = _free_port()
+    proc = _start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)],
+                  served.with_name("http.log"))
+    try:
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def s3_server(local):
+    """moto's S3 server with the served folders uploaded under s3://BUCKET/<name>/; the AWS_*
+    variables are the client's usual credential and endpoint route."""
+    _, served = local
+    port = _free_port()
+    proc = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                  served.with_name("moto.log"))
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        _wait_for_port(port, proc)
+        import boto3
+
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        for f in sorted(served.rglob("*")):
+            if f.is_file() and ".parts" not in f.parts:
+                s3.upload_file(str(f), BUCKET, f.relative_to(served).as_posix())
+        yield f"s3://{BUCKET}"
+    finally:
+        _stop(proc)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setenv(RETRIES_ENV, "3")
+    monkeypatch.setenv(BACKOFF_ENV, "0.01")
+
+
+@pytest.fixture
+def cut_server(local, request):
+    """The fault server over intact/: the first ``request.param`` GETs of every shard are cut mid-way."""
+    _, served = local
+    port_file = Path(str(served) + f".port{request.param}")
+    port_file.unlink(missing_ok=True)
+    proc = _start([sys.executable, str(HERE / "fault_http_server.py"), str(served / "intact"), str(port_file),
+                   str(request.param)], served.with_name(f"cut{request.param}.log"))
+    try:
+        end = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def _dm(root, **kw):
+    return ImageNetDataModule(root=str(root), batch_size=kw.pop("batch_size", 4), num_workers=kw.pop("num_workers", 0),
+                              resize=32, crop=28, **kw)
+
+
+def _eval_batches(dm, rank=0, world=1, workers=0):
+    ds = EvalStream(dm._shards("val"), batch_size=3, transform=dm.eval_transform, rank=rank, world_size=world,
+                    num_workers=workers)
+    return list(DataLoader(ds, batch_size=None, num_workers=workers))
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert all(torch.equal(u, v) for u, v in zip(x, y))
+
+
+@pytest.fixture(params=["http", "s3"])
+def remote(request, local):
+    """The intact shards' remote root, over each protocol."""
+    base = request.getfixturevalue("http_root" if request.param == "http" else "s3_server")
+    return base + "/intact"
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 2)])
+def test_validation_from_a_store_equals_local_sample_for_sample(local, remote, world, workers):
+    dst, _ = local
+    dm_local, dm_remote = _dm(dst), _dm(remote)
+    assert dm_remote.manifest == dm_local.manifest  # read through the same route as the shards
+    dm_remote.setup("validate")
+    seen = []
+    for rank in range(world):
+        a, b = _eval_batches(dm_local, rank, world, workers), _eval_batches(dm_remote, rank, world, workers)
+        _same(a, b)
+        seen += [i for _, _, idx in b for i in idx.tolist()]
+    assert sorted(seen) == list(range(dm_local.manifest["val"]["samples"]))  # exactly once
+
+
+def _fit_and_validate(root):
+    from cnnrepro.lit.module import ClassifierModule
+
+    pl.seed_everything(0)
+    dm = _dm(root, num_workers=1)
+    m = ClassifierModule(arch="resnet18", num_classes=3, lr_schedule="constant", lr=0.05)
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=1.0)
+    trainer.fit(m, datamodule=dm)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update({f"validate/{k}": v for k, v in trainer.validate(m, datamodule=dm, verbose=False)[0].items()})
+    return metrics, dm
+
+
+@pytest.mark.slow
+def test_training_and_validation_from_a_store_give_the_local_metrics(local, remote, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dst, _ = local
+    want, _ = _fit_and_validate(dst)
+    got, dm = _fit_and_validate(remote)
+    assert any(k.startswith("val") for k in want) and got == want
+    # nothing but the bare URL reaches the saved hyperparameters (no credentials, no query)
+    saved = json.dumps(dict(dm.hparams), default=str)
+    assert remote in saved and "testing" not in saved
+
+
+def test_a_bit_flipped_on_the_store_is_caught_by_sha256_naming_the_shard(local, remote):
+    dm = _dm(remote.replace("/intact", "/flipped"))
+    dm.setup("validate")  # the size is right: only the hash can tell
+    with pytest.raises(CorruptSampleError, match=r"flipped/val-000001.tar: the sha256 of the streamed bytes differs "
+                                                 r"from the manifest's.*upload the shard again"):
+        _eval_batches(dm, workers=2)
+
+
+def test_a_missing_shard_object_stops_the_run_at_setup_and_while_streaming(local, remote):
+    dm = _dm(remote.replace("/intact", "/missing"))
+    with pytest.raises(ShardCheckError, match=r"missing/val-000002.tar: missing.*upload them"):
+        dm.setup("validate")
+    with pytest.raises(CorruptSampleError, match=r"missing/val-000002.tar: no such object on the store"):
+        _eval_batches(dm)
+
+
+@pytest.mark.parametrize("cut_server", [1], indirect=True)
+def test_a_transfer_cut_mid_shard_is_retried_with_no_sample_lost_or_repeated(local, cut_server, fast_retries, caplog):
+    dst, _ = local
+    before = ShardStream.retries_total
+    with caplog.at_level(logging.WARNING, logger="cnnrepro.data.remote"):
+        got = _eval_batches(_dm(cut_server))
+    _same(got, _eval_batches(_dm(dst)))
+    n_val = len(_dm(dst).manifest["val"]["shards"])
+    assert ShardStream.retries_total - before == n_val  # one cut per shard, each retried once
+    assert sum("retry 1/3 of" in r.getMessage() for r in caplog.records) == n_val
+
+
+@pytest.mark.parametrize("cut_server", [100], indirect=True)
+def test_a_transfer_cut_every_time_fails_clearly_after_the_retries(local, cut_server, fast_retries):
+    with pytest.raises(CorruptSampleError, match=r"val-000000.tar: transfer failed at byte \d+ after 3 retries"):
+        _eval_batches(_dm(cut_server))
+
+
+def test_missing_s3_credentials_are_one_clear_error(local, s3_server, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    with pytest.raises(UserError, match=r"manifest.json: access refused .*AWS_ACCESS_KEY_ID"):
+        _dm(s3_server + "/intact")
+
+
+@pytest.mark.parametrize("root", ["https://user:secret@example.org/imagenet",
+                                  "https://bucket.s3.amazonaws.com/imagenet?X-Amz-Signature=abc",
+                                  "pipe:curl -s https://example.org/imagenet/shard.tar"])
+def test_a_root_that_would_store_credentials_or_cannot_name_objects_is_refused(root):
+    with pytest.raises(DataConfigError, match=r"--data.root .*(credentials|\{name\})") as e:
+        _dm(root)
+    assert "secret" not in str(e.value) and "abc" not in str(e.value)
+
+
+def test_a_pipe_root_streams_like_a_local_one(local):
+    dst, _ = local
+    root = f"pipe:cat {dst}/{{name}}"
+    _same(_eval_batches(_dm(root)), _eval_batches(_dm(dst)))
+
+
+def test_a_remote_root_without_a_manifest_names_it(http_root):
+    with pytest.raises(UserError, match=r"/nothing/manifest.json not found"):
+        _dm(http_root + "/nothing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("proto,damaged", [("http", False), ("s3", False), ("http", True)])
+def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_metrics(local, request, tmp_path,
+                                                                                     proto, damaged):
+    """Two real DDP processes (gloo) stream the validation shards from the HTTP or S3 server (the
+    S3 endpoint and keys reach them through the AWS_* environment): every sample once, top-1/top-5
+    equal to one local process's; with a flipped bit, the rank that reads the damaged shard fails
+    naming it."""
+    base = request.getfixturevalue("http_root" if proto == "http" else "s3_server")
+    sys.path.insert(0, str(HERE))
+    import ddp_eval_worker as worker
+    from cnnrepro.data.stream import ShardInfo
+
+    dst, _ = local
+    m = _dm(dst).manifest
+    ref = [ShardInfo(str(dst / s["name"]), s["count"]) for s in m["val"]["shards"]]
+    ref_idx, ref_top1, ref_top5, _ = worker.evaluate(ref, rank=0, world=1, workers=0)
+    folder = "flipped" if damaged else "intact"
+    arg = json.dumps([[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
+                      for s in m["val"]["shards"]])
+    out, port = tmp_path / "result.json", _free_port()
+    procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_eval_worker.py"), arg, str(r), "2", str(port), "1",
+                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=120)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, 9)
+                p.wait()
+    if damaged:
+        assert any(p.returncode != 0 for p in procs)
+        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in "".join(logs)
+        return
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    ranks = json.loads(out.read_text())
+    seen = [i for r in ranks for i in r["indices"]]
+    assert sorted(seen) == sorted(ref_idx) == list(range(m["val"]["samples"]))
+    for r in ranks:
+        assert r["top1"] == ref_top1 and r["top5"] == ref_top5
+
+
+def test_credentials_the_store_rejects_are_one_clear_error(tmp_path, monkeypatch):
+    """moto's S3 server with authentication on from its first request: the keys are not in its
+    records, as a mistyped or revoked key is not in a real store's."""
+    port = _free_port()
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")  # read by the server process only
+    proc = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], tmp_path / "moto.log")
+    try:
+        _wait_for_port(port, proc)
+        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "AKIAWRONG",
+                     "AWS_SECRET_ACCESS_KEY": "not-the-secret", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        with pytest.raises(UserError, match=r"s3://any-bucket/imagenet/manifest.json: access refused .*"
+                                                  r"AWS_ACCESS_KEY_ID") as e:
+            _dm("s3://any-bucket/imagenet")
+        assert "not-the-secret" not in str(e.value)
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("cut_server", [1], indirect=True)
+def test_training_batches_through_cut_transfers_equal_the_local_ones(local, cut_server, fast_retries):
+    """A training epoch (shards drawn with replacement, a shuffle buffer) through transfers cut
+    mid-shard: the same batches, in the same order, as from the local shards."""
+    dst, _ = local
+
+    def epoch(root):
+        dm = _dm(root, shuffle_buffer=5)
+        dm.setup("fit")
+        return list(dm.train_dataloader())
+
+    before = ShardStream.retries_total
+    got = epoch(cut_server)
+    assert ShardStream.retries_total > before  # the cuts happened and were retried
+    _same(got, epoch(dst))
