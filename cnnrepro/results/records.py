@@ -122,12 +122,16 @@ class RunRecord:
     wandb_mode: str | None = None
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    # a fit resumed N times has N + 1 attempts (lit/callbacks.py RunHistory); wall_seconds and
+    # throughput are their totals, wall_seconds_attempt this process's own
+    attempts: list = field(default_factory=list)
+    wall_seconds_attempt: float | None = None
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
               "ckpt_path", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
-              "wandb_mode", "wandb_project", "wandb_entity")
+              "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -154,17 +158,21 @@ class RunRecord:
 
 def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
                  ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
-                 throughput: dict, t_start: float) -> RunRecord | None:
+                 throughput: dict, t_start: float, history=None) -> RunRecord | None:
     """The record of a finished fit/validate/test (None when no evaluation ran).
 
     ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
-    the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary.
+    the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary (over
+    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one).
     """
     m, dm = module, datamodule
     val = m.last_val
     if not val:
         return None
     expected = dm.manifest["val"]["samples"]
+    mine = round(time.time() - t_start, 1)
+    attempts = [dict(a) for a in history.attempts] if history is not None else []
+    wall = history.totals()["wall_seconds"] if attempts else mine
     return RunRecord(
         model=m.hparams.arch,
         recipe=str(recipe_files[-1]) if recipe_files else None,
@@ -192,7 +200,9 @@ def build_record(trainer, module, datamodule, *, run, command: str, recipe_files
         global_step=trainer.global_step,
         global_batch=dm.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         batch_plan=m.batch_plan.as_dict() if m.batch_plan is not None else None,
-        wall_seconds=round(time.time() - t_start, 1),
+        wall_seconds=wall,
+        wall_seconds_attempt=mine,
+        attempts=attempts,
         hardware=hardware(trainer),
         throughput=throughput,
         fast_paths={"precision": str(trainer.precision), "channels_last": bool(m.hparams.get("channels_last", False)),
