@@ -30,6 +30,18 @@ RECORD_KEYS = (
 )
 
 
+_NUM = (int, float)
+# the types `cnnrepro table` computes with: a record holding another type is damaged
+_TYPES = {
+    "model": (str,), "recipe": (str, type(None)), "recipe_sha256": (str, type(None)),
+    "git_commit": (str, type(None)), "data": (str,), "num_classes": (int,), "samples": (int,),
+    "protocol": (str,), "top1": _NUM, "top5": _NUM, "epochs": (*_NUM, type(None)), "wall_seconds": _NUM,
+    "hardware": (dict,), "protocol_params": (dict, type(None)), "arch_kwargs": (dict, type(None)),
+    "samples_expected": (int, type(None)), "split": (str, type(None)), "command": (str, type(None)),
+    "seed": (int, type(None)), "attempts": (list, type(None)),
+}
+
+
 def recipe_sha256(paths: list[str | Path]) -> str:
     """sha256 over the recipe chain (bases first, then the leaf), each file's bytes in order."""
     h = hashlib.sha256()
@@ -148,10 +160,19 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "record") -> "RunRecord":
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: not a cnnrepro run record (a JSON {type(d).__name__}, not an object)")
         missing = [k for k in RECORD_KEYS if k not in d]
         if missing:
             raise UserError(f"{source}: not a cnnrepro run record (lacks {', '.join(missing)}); "
                             f"records are written by `cnnrepro fit/validate/test`")
+        for key, types in _TYPES.items():
+            v = d.get(key)
+            if key in d and not (v is None and type(None) in types) and \
+                    (not isinstance(v, tuple(t for t in types if t is not type(None))) or isinstance(v, bool)):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise UserError(f"{source}: key {key!r} is {json.dumps(v)[:40]}, not {names}; "
+                                f"the record is damaged: rerun the command that wrote it")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known and v is not None or k in RECORD_KEYS})
 
@@ -230,18 +251,30 @@ def write_record(record: RunRecord | dict, path: str | Path) -> Path:
     return path
 
 
-def load_records(paths: list[str | Path]) -> list[dict]:
-    """Records from files, or from every ``record.json`` below folders."""
+def load_records(paths: list[str | Path], skipped: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Records from files, or from every ``record.json`` below folders.
+
+    A damaged record (bad JSON, a missing key, a wrong type) is an error, or, when ``skipped`` is
+    given, left out and appended to it as (path, one-line reason).
+    """
     out = []
     for p in paths:
         p = Path(p)
         files = sorted(p.rglob("record.json")) if p.is_dir() else [p]
         for f in files:
             try:
-                rec = json.loads(f.read_text())
-            except json.JSONDecodeError as e:
-                raise UserError(f"{f}: not valid JSON ({e}); delete it or rerun the command that wrote it") from None
-            RunRecord.from_dict(rec, str(f))  # the schema: a missing key is an error, not a blank cell
+                try:
+                    rec = json.loads(f.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise UserError(f"{f}: not valid JSON ({e}); delete it or rerun the command that wrote it") from None
+                except OSError as e:
+                    raise UserError(f"{f}: unreadable ({e.strerror})") from None
+                RunRecord.from_dict(rec, str(f))  # the schema: a missing key is an error, not a blank cell
+            except UserError as e:
+                if skipped is None:
+                    raise
+                skipped.append((str(f), str(e)))
+                continue
             rec.setdefault("record_path", str(f))
             out.append(rec)
     return out
