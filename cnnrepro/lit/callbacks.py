@@ -12,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from cnnrepro.errors import UserError, unwritable
 from cnnrepro.models import count_macs, create_model
 
 __all__ = ["Throughput", "RunHistory", "EpochMetricsResume", "GPU_PEAK_TFLOPS", "model_flops_per_image", "peak_flops"]
@@ -195,8 +196,6 @@ class RunHistory(pl.Callback):
     def _write(self, trainer) -> None:
         if not trainer.is_global_zero:
             return
-        from cnnrepro.lit.runs import unwritable
-
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
             tmp.write_text(json.dumps({"attempts": self.attempts}, indent=1))
@@ -265,8 +264,8 @@ class RunHistory(pl.Callback):
             self._update(trainer, end=_end_reason(exception))
             try:
                 self._write(trainer)
-            except Exception as e:  # never hide the exception that ended the attempt
-                print(f"cnnrepro: {e}", flush=True)
+            except UserError:  # the folder is unwritable: the exception that ended the attempt says why
+                pass
 
     def on_fit_end(self, trainer, pl_module):
         if self._current is not None:

@@ -28,7 +28,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
 from cnnrepro.data.datamodule import ImageNetDataModule
-from cnnrepro.errors import UserError
+from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
 from cnnrepro.eval import PROTOCOLS, build_protocol
 from cnnrepro.eval.protocols import TENCROP_VARIANTS
 from cnnrepro.results import records
@@ -263,7 +263,14 @@ def _config_args(recipe_files: list[Path]) -> list[str]:
 def run_command(command: str, recipe_files: list[Path], args: list[str]) -> None:
     """``cnnrepro fit|validate|test [RECIPE] [args]``: parse, build, run, record."""
     refuse_optimizer_flags(args)
-    CnnreproCLI(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files)
+    try:
+        CnnreproCLI(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files)
+    except OSError as e:
+        # the run folder, config.yaml, metrics.csv, ... on a full or read-only file system
+        # (checkpoints and the record say so themselves: lit/checkpoint_io.py, results/records.py)
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise unwritable(e.filename or "run folder", "file", e) from None
 
 
 def parse_only(command: str, recipe_files: list[Path], args: list[str] = ()):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import configparser
 import csv
-import errno
 import netrc
 import os
 import sys
@@ -25,10 +24,10 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from cnnrepro.errors import UserError
+from cnnrepro.errors import UserError, unwritable
 
 __all__ = ["RunFolder", "RunCSVLogger", "next_run_dir", "latest_resumable", "wandb_mode", "wandb_id_in_checkpoint",
-           "checkpoint_step", "unwritable"]
+           "checkpoint_step"]
 
 WANDB_PUBLIC_HOST = "api.wandb.ai"
 
@@ -119,22 +118,6 @@ def checkpoint_step(path: str | Path) -> int:
     """
     ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     return int(ckpt.get("global_step", 0))
-
-
-def unwritable(path: str | Path, what: str, e: BaseException) -> UserError:
-    """The one-line error of a write that failed for a reason the user fixes (full disk, read-only folder)."""
-    path = Path(path)
-    code = getattr(e, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(e) or "file write failed" in str(e):
-        fix = f"free space on the file system holding {path.parent} (or point --run.dir at another one) and rerun"
-        why = "no space left on device"
-    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        fix = f"make {path.parent} writable (or point --run.dir at a writable folder) and rerun"
-        why = "read-only file system" if code == errno.EROFS else "permission denied"
-    else:
-        fix = f"check {path.parent} and rerun"
-        why = str(e)
-    return UserError(f"cannot write the {what} {path}: {why}; {fix}")
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cnnrepro.errors import UserError
+from cnnrepro.errors import UserError, unwritable
 
 __all__ = ["RunRecord", "build_record", "recipe_sha256", "git_commit", "hardware", "write_record",
            "load_records", "RECORD_KEYS"]
@@ -243,11 +243,18 @@ def write_record(record: RunRecord | dict, path: str | Path) -> Path:
     if missing:
         raise ValueError(f"run record lacks {missing}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=False))
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)  # a partial record on a full disk
+        except OSError:
+            pass
+        raise unwritable(path, "run record", e) from None
     return path
 
 

@@ -2,6 +2,7 @@
 by a real SIGUSR2 and a real SIGKILL, resumed, and compared with the same run uninterrupted."""
 
 import csv
+import subprocess
 import json
 
 import pytest
@@ -57,3 +58,65 @@ def test_metrics_and_attempts_survive_a_signal_a_kill_and_a_rerun(tmp_path, tiny
     assert _rows(folder / "metrics.csv") == whole
     history = json.loads((folder / "attempts.json").read_text())["attempts"]
     assert [a["reason"] for a in history][-1] == "finished" and len(history) == 4
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size, read_only) -> a real tmpfs folder (skipped where mounting is not permitted)."""
+    mounted = []
+
+    def mount(size: str, read_only: bool = False):
+        d = tmp_path / f"mnt{len(mounted)}"
+        d.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], capture_output=True)
+        if p.returncode != 0:
+            pytest.skip(f"mount not permitted here: {p.stderr.decode().strip()}")
+        mounted.append(d)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(d)], check=True)
+        return d
+
+    yield mount
+    for d in reversed(mounted):
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def _one_error_line(p):
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("cnnrepro: error:")]
+    assert len(errors) == 1, p.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.slow
+def test_read_only_and_full_run_folders_are_one_line(tmp_path, tiny_shards, tiny_recipe, tmpfs):
+    base = ["fit", str(tiny_recipe), "--data.root", str(tiny_shards), "--run.wandb", "disabled"]
+    ro = tmpfs("1m", read_only=True)
+    line = _one_error_line(run_cnnrepro([*base, "--run.dir", str(ro / "runs")], tmp_path))
+    assert f"{ro / 'runs'}: read-only file system; make {ro} writable" in line
+    # 3 MB: config.yaml and metrics.csv fit, the first checkpoint (~3 MB) does not
+    full = tmpfs("3m")
+    line = _one_error_line(run_cnnrepro([*base, "--run.dir", str(full / "runs")], tmp_path))
+    assert f"cannot write the checkpoint {full / 'runs'}/tiny/fit-000/checkpoints/" in line
+    assert "no space left on device; free space on the file system" in line
+    assert not [f for f in (full / "runs" / "tiny" / "fit-000" / "checkpoints").iterdir()]  # no partial file
+
+
+def test_a_record_on_a_read_only_or_full_folder_is_one_line(tmpfs):
+    from cnnrepro.errors import UserError
+    from cnnrepro.results.records import RECORD_KEYS, write_record
+
+    rec = {k: 1 for k in RECORD_KEYS}
+    ro = tmpfs("1m", read_only=True)
+    with pytest.raises(UserError, match=f"cannot write the run record {ro}/r/record.json: read-only file system"):
+        write_record(rec, ro / "r" / "record.json")
+    full = tmpfs("64k")
+    with open(full / "filler", "wb") as f:
+        try:
+            f.write(b"\0" * (1 << 20))
+        except OSError:
+            pass  # the disk is full now
+    with pytest.raises(UserError, match=f"cannot write the run record {full}/record.json: no space left on device"):
+        write_record({**rec, "hardware": {"pad": "x" * 100_000}}, full / "record.json")
+    assert not (full / "record.tmp").exists()
