@@ -1,7 +1,8 @@
 """What "a run" is on disk: its folder, the resume decision, its W&B identity and its loggers.
 
 A run lives in ``<run.dir>/<run.name>/<command>-NNN/`` (``run.name`` defaults to the recipe's file
-name), holding ``config.yaml`` (the resolved recipe), ``metrics.csv``, ``checkpoints/``
+name), holding ``config.yaml`` (the resolved recipe), ``metrics.csv`` (kept across resumes:
+``RunCSVLogger``; ``metrics.repeated.csv``), ``attempts.json`` (``lit.callbacks.RunHistory``), ``checkpoints/``
 (``last.ckpt``, ``best-epochNNN.ckpt``), ``wandb_id.txt`` and ``wandb/``, and ``record.json``.
 ``RunFolder.open`` is the one place that decides which folder a command writes into and which
 checkpoint a ``fit`` resumes from; everything else (``lit/cli.py``, ``launch/submit.py``,
