@@ -25,7 +25,7 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from cnnrepro.errors import UserError, unwritable
+from cnnrepro.errors import UserError
 
 __all__ = ["RunFolder", "RunCSVLogger", "next_run_dir", "latest_resumable", "wandb_mode", "wandb_id_in_checkpoint",
            "checkpoint_step"]

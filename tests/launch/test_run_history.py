@@ -2,11 +2,10 @@
 by a real SIGUSR2 and a real SIGKILL, resumed, and compared with the same run uninterrupted."""
 
 import csv
-import subprocess
 import json
+import subprocess
 
 import pytest
-
 from conftest import run_cnnrepro
 
 SIGNAL = "--trainer.callbacks+=signal_helpers.SignalAtStep"
