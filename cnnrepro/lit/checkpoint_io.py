@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from cnnrepro.errors import WRITE_ERRNOS, unwritable
+
 __all__ = ["AtomicCheckpointIO"]
+
+
+def _chain(e: BaseException | None):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -25,14 +34,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:
+            # torch.save's zip writer reports a full disk as a RuntimeError ("file write failed",
+            # or "unexpected pos" raised while handling the OSError): look down the chain, else
+            # measure the free space while the partial file still holds it
+            cause = next((c for c in _chain(e) if isinstance(c, OSError) and c.errno in WRITE_ERRNOS), None)
+            if cause is None and not (isinstance(e, RuntimeError) and "write" in str(e)):
+                raise
+            full = cause is None and shutil.disk_usage(path.parent).free < (1 << 20)
+            raise unwritable(path, "checkpoint", cause or e, full=full) from None
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -25,16 +25,16 @@ from typing import Literal, Optional
 
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers import WandbLogger
 
 from cnnrepro.data.datamodule import ImageNetDataModule
-from cnnrepro.errors import UserError
+from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
 from cnnrepro.eval import PROTOCOLS, build_protocol
 from cnnrepro.eval.protocols import TENCROP_VARIANTS
 from cnnrepro.results import records
 from cnnrepro.results.table import load_paper_numbers, render_markdown, table_rows
 
-from .callbacks import Throughput
+from .callbacks import EpochMetricsResume, RunHistory, Throughput
 from .module import ClassifierModule
 from .preemption import Preemption, slurm_plugins
 from .resume import ExactResume
@@ -80,6 +80,7 @@ class CnnreproCLI(LightningCLI):
         self.t_start = time.time()
         self.eval_protocol = None  # cnnrepro.eval.Protocol of validate/test --protocol
         self.run: RunFolder | None = None
+        self.history: RunHistory | None = None  # fit: every attempt of the run (lit/callbacks.py)
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"default_env": False})
@@ -150,7 +151,7 @@ class CnnreproCLI(LightningCLI):
         trainer_cfg = cfg["trainer"]
         if trainer_cfg.get("logger") in (None, True):
             # CSV first: trainer.log_dir (where the resolved config is saved) is the run folder
-            loggers = [CSVLogger(save_dir=str(self.run.path), name="", version="")]
+            loggers = [self.run.csv_logger()]  # appends across resumes (lit/runs.py)
             tags = [self.model.hparams.arch, self.subcommand, f"protocol:{cfg.get('protocol') or 'center'}",
                     *run_cfg["wandb_tags"]]
             wandb = self.run.wandb_logger(run_cfg["wandb"], project=run_cfg["wandb_project"],
@@ -174,6 +175,8 @@ class CnnreproCLI(LightningCLI):
                 Preemption(self.run.checkpoints, every_n_steps=run_cfg["ckpt_every_n_steps"] or 0),
                 ExactResume(wandb_id=self.run.wandb_id),
             ]
+            self.history = RunHistory(self.run.attempts_path, self.t_start)
+            callbacks += [self.history, EpochMetricsResume()]
             if trainer_cfg.get("plugins") is None:
                 kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
@@ -212,9 +215,10 @@ class CnnreproCLI(LightningCLI):
             recipe_files=self.recipe_files, protocol=self.eval_protocol, ckpt_path=cfg.get("ckpt_path"),
             seed=cfg.get("seed_everything"), wandb_project=cfg["run"]["wandb_project"],
             wandb_entity=cfg["run"]["wandb_entity"],
-            throughput=next((c.summary(self.trainer.world_size) for c in self.trainer.callbacks
-                             if isinstance(c, Throughput)), {}),
-            t_start=self.t_start,
+            throughput=next((c.summary(self.trainer.world_size,
+                                       self.history.totals()["throughput_totals"] if self.history else None)
+                              for c in self.trainer.callbacks if isinstance(c, Throughput)), {}),
+            t_start=self.t_start, history=self.history,
         )
         if rec is None:
             print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)
@@ -259,7 +263,14 @@ def _config_args(recipe_files: list[Path]) -> list[str]:
 def run_command(command: str, recipe_files: list[Path], args: list[str]) -> None:
     """``cnnrepro fit|validate|test [RECIPE] [args]``: parse, build, run, record."""
     refuse_optimizer_flags(args)
-    CnnreproCLI(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files)
+    try:
+        CnnreproCLI(args=[command, *_config_args(recipe_files), *args], recipe_files=recipe_files)
+    except OSError as e:
+        # the run folder, config.yaml, metrics.csv, ... on a full or read-only file system
+        # (checkpoints and the record say so themselves: lit/checkpoint_io.py, results/records.py)
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        raise unwritable(e.filename or "run folder", "file", e) from None
 
 
 def parse_only(command: str, recipe_files: list[Path], args: list[str] = ()):

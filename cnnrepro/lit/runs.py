@@ -1,7 +1,8 @@
 """What "a run" is on disk: its folder, the resume decision, its W&B identity and its loggers.
 
 A run lives in ``<run.dir>/<run.name>/<command>-NNN/`` (``run.name`` defaults to the recipe's file
-name), holding ``config.yaml`` (the resolved recipe), ``metrics.csv``, ``checkpoints/``
+name), holding ``config.yaml`` (the resolved recipe), ``metrics.csv`` (kept across resumes:
+``RunCSVLogger``; ``metrics.repeated.csv``), ``attempts.json`` (``lit.callbacks.RunHistory``), ``checkpoints/``
 (``last.ckpt``, ``best-epochNNN.ckpt``), ``wandb_id.txt`` and ``wandb/``, and ``record.json``.
 ``RunFolder.open`` is the one place that decides which folder a command writes into and which
 checkpoint a ``fit`` resumes from; everything else (``lit/cli.py``, ``launch/submit.py``,
@@ -11,6 +12,7 @@ checkpoint a ``fit`` resumes from; everything else (``lit/cli.py``, ``launch/sub
 from __future__ import annotations
 
 import configparser
+import csv
 import netrc
 import os
 import sys
@@ -19,11 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from pytorch_lightning.loggers import WandbLogger
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
 from cnnrepro.errors import UserError
 
-__all__ = ["RunFolder", "next_run_dir", "latest_resumable", "wandb_mode", "wandb_id_in_checkpoint"]
+__all__ = ["RunFolder", "RunCSVLogger", "next_run_dir", "latest_resumable", "wandb_mode", "wandb_id_in_checkpoint",
+           "checkpoint_step"]
 
 WANDB_PUBLIC_HOST = "api.wandb.ai"
 
@@ -105,6 +110,79 @@ def wandb_id_in_checkpoint(path: str | Path) -> str | None:
     return None
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The ``step`` (metrics.csv's column) a run resumed from this checkpoint logs its next metrics at.
+
+    That is the checkpoint's ``global_step``: cnnrepro trains with one optimizer, so Lightning's
+    logging step (``_batches_that_stepped``) equals it once restored (Lightning adds the step the
+    checkpoint was written in when it was written at a batch end, so the stored counter is not used).
+    """
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return int(ckpt.get("global_step", 0))
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, appending to a run's existing ``metrics.csv`` instead of deleting it.
+
+    Lightning (2.6, ``_ExperimentWriter._check_log_dir_exists``) removes ``metrics.csv`` whenever
+    the folder is not empty, so every resume lost the rows of the earlier attempts. Here the rows
+    logged at steps before ``resume_step`` (the checkpoint's) are kept; rows at or after it belong
+    to steps the resumed run repeats (logged after the checkpoint by an attempt that was then
+    killed) and are moved to ``metrics.repeated.csv``, so the file equals an uninterrupted run's.
+    """
+
+    REPEATED_FILE = "metrics.repeated.csv"
+
+    def __init__(self, log_dir: str, resume_step: int):
+        self._resume_step = resume_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys, rows = list(reader.fieldnames or []), list(reader)
+        keep = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < self._resume_step]
+        repeated = [r for r in rows if r not in keep]
+        if repeated:
+            extra = Path(self.log_dir) / self.REPEATED_FILE
+            new = not extra.is_file()
+            with open(extra, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerows(repeated)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(keep)
+            os.replace(tmp, path)
+        self.metrics_keys = keys  # a new key later rewrites the header over every old row
+
+
+class RunCSVLogger(CSVLogger):
+    """The run folder's ``metrics.csv``, kept across resumes (see ``_AppendingWriter``).
+
+    Args:
+        resume_step: the step the run resumes at (``checkpoint_step``; 0 for a fresh start).
+    """
+
+    def __init__(self, save_dir: str, resume_step: int = 0):
+        super().__init__(save_dir=save_dir, name="", version="")
+        self._resume_step = resume_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir, resume_step=self._resume_step)
+        return self._experiment
+
+
 @dataclass
 class RunFolder:
     """One run's folder and identity.
@@ -176,6 +254,15 @@ class RunFolder:
     @property
     def record_path(self) -> Path:
         return self.path / "record.json"
+
+    @property
+    def attempts_path(self) -> Path:
+        return self.path / "attempts.json"
+
+    def csv_logger(self) -> RunCSVLogger:
+        """``metrics.csv``: a fit resumed from a checkpoint keeps the rows of the steps before it."""
+        step = checkpoint_step(self.ckpt_path) if self.command == "fit" and self.ckpt_path else 0
+        return RunCSVLogger(str(self.path), resume_step=step)
 
     @property
     def wandb_id(self) -> str | None:

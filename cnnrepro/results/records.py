@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cnnrepro.errors import UserError
+from cnnrepro.errors import UserError, unwritable
 
 __all__ = ["RunRecord", "build_record", "recipe_sha256", "git_commit", "hardware", "write_record",
            "load_records", "RECORD_KEYS"]
@@ -28,6 +28,18 @@ RECORD_KEYS = (
     "model", "recipe", "recipe_sha256", "git_commit", "data", "num_classes", "samples", "protocol",
     "top1", "top5", "epochs", "wall_seconds", "hardware",
 )
+
+
+_NUM = (int, float)
+# the types `cnnrepro table` computes with: a record holding another type is damaged
+_TYPES = {
+    "model": (str,), "recipe": (str, type(None)), "recipe_sha256": (str, type(None)),
+    "git_commit": (str, type(None)), "data": (str,), "num_classes": (int,), "samples": (int,),
+    "protocol": (str,), "top1": _NUM, "top5": _NUM, "epochs": (*_NUM, type(None)), "wall_seconds": _NUM,
+    "hardware": (dict,), "protocol_params": (dict, type(None)), "arch_kwargs": (dict, type(None)),
+    "samples_expected": (int, type(None)), "split": (str, type(None)), "command": (str, type(None)),
+    "seed": (int, type(None)), "attempts": (list, type(None)),
+}
 
 
 def recipe_sha256(paths: list[str | Path]) -> str:
@@ -122,12 +134,16 @@ class RunRecord:
     wandb_mode: str | None = None
     wandb_project: str | None = None
     wandb_entity: str | None = None
+    # a fit resumed N times has N + 1 attempts (lit/callbacks.py RunHistory); wall_seconds and
+    # throughput are their totals, wall_seconds_attempt this process's own
+    attempts: list = field(default_factory=list)
+    wall_seconds_attempt: float | None = None
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
               "ckpt_path", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
-              "wandb_mode", "wandb_project", "wandb_entity")
+              "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -144,27 +160,40 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "record") -> "RunRecord":
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: not a cnnrepro run record (a JSON {type(d).__name__}, not an object)")
         missing = [k for k in RECORD_KEYS if k not in d]
         if missing:
             raise UserError(f"{source}: not a cnnrepro run record (lacks {', '.join(missing)}); "
                             f"records are written by `cnnrepro fit/validate/test`")
+        for key, types in _TYPES.items():
+            v = d.get(key)
+            if key in d and not (v is None and type(None) in types) and \
+                    (not isinstance(v, tuple(t for t in types if t is not type(None))) or isinstance(v, bool)):
+                names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise UserError(f"{source}: key {key!r} is {json.dumps(v)[:40]}, not {names}; "
+                                f"the record is damaged: rerun the command that wrote it")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known and v is not None or k in RECORD_KEYS})
 
 
 def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
                  ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
-                 throughput: dict, t_start: float) -> RunRecord | None:
+                 throughput: dict, t_start: float, history=None) -> RunRecord | None:
     """The record of a finished fit/validate/test (None when no evaluation ran).
 
     ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
-    the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary.
+    the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary (over
+    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one).
     """
     m, dm = module, datamodule
     val = m.last_val
     if not val:
         return None
     expected = dm.manifest["val"]["samples"]
+    mine = round(time.time() - t_start, 1)
+    attempts = [dict(a) for a in history.attempts] if history is not None else []
+    wall = history.totals()["wall_seconds"] if attempts else mine
     return RunRecord(
         model=m.hparams.arch,
         recipe=str(recipe_files[-1]) if recipe_files else None,
@@ -192,7 +221,9 @@ def build_record(trainer, module, datamodule, *, run, command: str, recipe_files
         global_step=trainer.global_step,
         global_batch=dm.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         batch_plan=m.batch_plan.as_dict() if m.batch_plan is not None else None,
-        wall_seconds=round(time.time() - t_start, 1),
+        wall_seconds=wall,
+        wall_seconds_attempt=mine,
+        attempts=attempts,
         hardware=hardware(trainer),
         throughput=throughput,
         fast_paths={"precision": str(trainer.precision), "channels_last": bool(m.hparams.get("channels_last", False)),
@@ -212,26 +243,45 @@ def write_record(record: RunRecord | dict, path: str | Path) -> Path:
     if missing:
         raise ValueError(f"run record lacks {missing}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=False))
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)  # a partial record on a full disk
+        except OSError:
+            pass
+        raise unwritable(path, "run record", e) from None
     return path
 
 
-def load_records(paths: list[str | Path]) -> list[dict]:
-    """Records from files, or from every ``record.json`` below folders."""
+def load_records(paths: list[str | Path], skipped: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Records from files, or from every ``record.json`` below folders.
+
+    A damaged record (bad JSON, a missing key, a wrong type) is an error, or, when ``skipped`` is
+    given, left out and appended to it as (path, one-line reason).
+    """
     out = []
     for p in paths:
         p = Path(p)
         files = sorted(p.rglob("record.json")) if p.is_dir() else [p]
         for f in files:
             try:
-                rec = json.loads(f.read_text())
-            except json.JSONDecodeError as e:
-                raise UserError(f"{f}: not valid JSON ({e}); delete it or rerun the command that wrote it") from None
-            RunRecord.from_dict(rec, str(f))  # the schema: a missing key is an error, not a blank cell
+                try:
+                    rec = json.loads(f.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise UserError(f"{f}: not valid JSON ({e}); delete it or rerun the command that wrote it") from None
+                except OSError as e:
+                    raise UserError(f"{f}: unreadable ({e.strerror})") from None
+                RunRecord.from_dict(rec, str(f))  # the schema: a missing key is an error, not a blank cell
+            except UserError as e:
+                if skipped is None:
+                    raise
+                skipped.append((str(f), str(e)))
+                continue
             rec.setdefault("record_path", str(f))
             out.append(rec)
     return out

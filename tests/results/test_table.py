@@ -187,3 +187,29 @@ def test_vgg_table5_multicrop_rows_are_compared_under_their_own_protocols():
         # other test scales are another setting: not comparable
         r["protocol_params"] = build_protocol(name, crop=224, resize=256, scales=[224, 256, 288]).params
         assert table_rows([r], PAPER)[0]["paper_top1_err"] is None
+
+
+def test_damaged_records_are_skipped_named_and_counted(tmp_path):
+    for i, top1 in enumerate([58.0, 60.0]):
+        write_record(rec(top1=top1, run=f"r{i}"), tmp_path / "runs" / f"ok{i}" / "record.json")
+    bad = {
+        "badjson": '{"model": "alexnet", "top1": 5',
+        "nokeys": json.dumps({"model": "alexnet"}),
+        "wrongtype": json.dumps({**rec(run="r9"), "top1": "59.0"}),
+        "notobject": "[1, 2]",
+    }
+    for name, text in bad.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "record.json").write_text(text)
+    p = subprocess.run([CNNREPRO, "table", "runs", "--csv"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    # exit 1: the table of the good records is printed, but it lacks runs (commands/results.py)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert [(r["model"], r["runs"]) for r in rows] == [("alexnet", "2")]
+    skipped = [ln for ln in p.stderr.splitlines() if ln.startswith("cnnrepro: skipped ")]
+    for name in bad:
+        assert sum(f"runs/{name}/record.json:" in ln for ln in skipped) == 1, (name, p.stderr)
+    assert "key 'top1' is \"59.0\", not int or float" in p.stderr
+    assert "WARNING 4 damaged record(s) skipped, 2 read" in p.stderr
