@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 import yaml
-
 from test_cli import REPO, _one_line_error, run, tiny_shards  # noqa: F401 (fixture)
 
 

@@ -28,7 +28,7 @@ def read_checkpoint_hparams(path: str | Path) -> dict[str, Any]:
     try:
         # mmap: the weights are not read, only the pickled structure
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--ckpt_path {path}: not a readable checkpoint ({size} bytes; torch.load: {reason[:160]}); "
                         f"{fix}") from None

@@ -162,7 +162,7 @@ class CnnreproCLI(LightningCLI):
 
     def _value_source(self, key: str) -> str:
         flag = f"--model.{key}"
-        if any(a == flag or a.startswith(flag + "=") or a.startswith(flag + ".") for a in self.cli_args):
+        if any(a == flag or a.startswith((flag + "=", flag + ".")) for a in self.cli_args):
             return "command line"
         import yaml
 
@@ -177,10 +177,10 @@ class CnnreproCLI(LightningCLI):
         used = dict(self.model.hparams)
         for key in ("arch", "num_classes"):
             if key in hparams and hparams[key] != used.get(key):
-                what = {"arch": "--model.arch", "num_classes": "data.num_classes"}[key]
+                what = f"--model.arch, {self._value_source(key)}" if key == "arch" else "the data's class list"
                 raise UserError(f"--ckpt_path {ckpt_path}: the checkpoint's {key} is {hparams[key]!r}, this run's "
-                                f"({what}, {self._value_source(key)}) is {used.get(key)!r}; use the recipe the "
-                                f"checkpoint was trained with, or another checkpoint")
+                                f"({what}) is {used.get(key)!r}; use the recipe and data the checkpoint was "
+                                f"trained with, or another checkpoint")
         self.ckpt_hparams_overridden = [
             {"key": f"model.{k}", "checkpoint": hparams[k], "used": used[k], "from": self._value_source(k)}
             for k in sorted(hparams) if k in used and not k.startswith("_") and hparams[k] != used[k]]
@@ -284,11 +284,10 @@ class CnnreproCLI(LightningCLI):
                              if isinstance(c, Throughput)), {}),
             t_start=self.t_start,
         )
-        if rec is not None:
-            rec.ckpt_hparams_overridden = self.ckpt_hparams_overridden
         if rec is None:
             print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)
             return
+        rec.ckpt_hparams_overridden = self.ckpt_hparams_overridden
         if rec.samples != rec.samples_expected:
             print(f"cnnrepro: WARNING validation saw {rec.samples} samples, the manifest lists {rec.samples_expected}",
                   file=sys.stderr)
