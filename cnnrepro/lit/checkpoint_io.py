@@ -10,9 +10,32 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from cnnrepro.errors import WRITE_ERRNOS, unwritable
+from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
 
-__all__ = ["AtomicCheckpointIO"]
+__all__ = ["AtomicCheckpointIO", "read_checkpoint_hparams"]
+
+
+def read_checkpoint_hparams(path: str | Path) -> dict[str, Any]:
+    """The model hyperparameters of the Lightning checkpoint ``path``; a damaged file is a UserError.
+
+    torch's own errors for a zero-byte, truncated or foreign file name neither the file nor the fix
+    (a zero-byte file reads as "failed finding central directory" or an EOFError deep in pickle).
+    """
+    path = Path(path)
+    fix = "pass a complete checkpoint written by `cnnrepro fit` (a run folder's checkpoints/last.ckpt or best-epochNNN.ckpt)"
+    size = path.stat().st_size
+    if size == 0:
+        raise UserError(f"--ckpt_path {path}: the file is empty (0 bytes), e.g. a copy or a write that was cut off; {fix}")
+    try:
+        # mmap: the weights are not read, only the pickled structure
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--ckpt_path {path}: not a readable checkpoint ({size} bytes; torch.load: {reason[:160]}); "
+                        f"{fix}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UserError(f"--ckpt_path {path}: a torch file but not a Lightning checkpoint (no state_dict); {fix}")
+    return dict(ckpt.get("hyper_parameters") or {})
 
 
 def _chain(e: BaseException | None):

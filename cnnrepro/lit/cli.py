@@ -35,6 +35,7 @@ from cnnrepro.results import records
 from cnnrepro.results.table import load_paper_numbers, render_markdown, table_rows
 
 from .callbacks import EpochMetricsResume, RunHistory, Throughput
+from .checkpoint_io import read_checkpoint_hparams
 from .module import ClassifierModule
 from .preemption import Preemption, slurm_plugins
 from .resume import ExactResume
@@ -77,6 +78,11 @@ class CnnreproCLI(LightningCLI):
 
     def __init__(self, *args, recipe_files: list[Path], **kwargs):
         self.recipe_files = list(recipe_files)
+        self.cli_args = [str(a) for a in (kwargs.get("args") or [])]
+        # model settings in which the checkpoint differs from the values used (recipe, command line
+        # or default): [{key, checkpoint, used, from}], in the run record
+        self.ckpt_hparams_overridden: list[dict] = []
+        self._ckpt_hparams: tuple[str | None, dict] = (None, {})  # (--ckpt_path file, its hparams)
         self.t_start = time.time()
         self.eval_protocol = None  # cnnrepro.eval.Protocol of validate/test --protocol
         self.run: RunFolder | None = None
@@ -130,6 +136,60 @@ class CnnreproCLI(LightningCLI):
                             help="center/flip/tencrop: crop / shorter side (e.g. 0.875); default data.crop/data.resize")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI merges a --ckpt_path file's hyperparameters over the parsed config, so the
+        # recipe's and the command line's model settings were silently replaced by the checkpoint's
+        # (and `--ckpt_path last`, resolved later, did not do it). Here the parsed config always
+        # wins; the checkpoint is only read and compared (_check_checkpoint).
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        arch = cfg.get("model", {}).get("arch") if cfg.get("model") is not None else None
+        if arch is not None:
+            from cnnrepro.models import list_models
+
+            if arch not in list_models():
+                import difflib
+
+                close = difflib.get_close_matches(arch, list_models(), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise UserError(f"--model.arch {arch!r}: no such model{hint}; `cnnrepro models` lists the names")
+        if self.subcommand:
+            ckpt = cfg.get("ckpt_path")
+            if ckpt is not None and ckpt != "last" and Path(ckpt).is_file():
+                # before any folder is made or model built: a damaged file or another model is one line
+                self._ckpt_hparams = (ckpt, read_checkpoint_hparams(ckpt))
+
+    def _value_source(self, key: str) -> str:
+        flag = f"--model.{key}"
+        if any(a == flag or a.startswith((flag + "=", flag + ".")) for a in self.cli_args):
+            return "command line"
+        import yaml
+
+        for p in reversed(self.recipe_files):
+            model = (yaml.safe_load(Path(p).read_text()) or {}).get("model") or {}
+            if key in model:
+                return f"recipe {p.name}"
+        return "default"
+
+    def _check_checkpoint(self, ckpt_path: str, hparams: dict) -> None:
+        """Refuse a checkpoint of another model; list the settings in which it differs from the run's."""
+        used = dict(self.model.hparams)
+        for key in ("arch", "num_classes"):
+            if key in hparams and hparams[key] != used.get(key):
+                what = f"--model.arch, {self._value_source(key)}" if key == "arch" else "the data's class list"
+                raise UserError(f"--ckpt_path {ckpt_path}: the checkpoint's {key} is {hparams[key]!r}, this run's "
+                                f"({what}) is {used.get(key)!r}; use the recipe and data the checkpoint was "
+                                f"trained with, or another checkpoint")
+        self.ckpt_hparams_overridden = [
+            {"key": f"model.{k}", "checkpoint": hparams[k], "used": used[k], "from": self._value_source(k)}
+            for k in sorted(hparams) if k in used and not k.startswith("_") and hparams[k] != used[k]]
+        if self.ckpt_hparams_overridden:
+            print(f"cnnrepro: {ckpt_path} was trained with other model settings; this run uses its own: " + "; ".join(
+                f"{d['key']} {d['used']!r} ({d['from']}) instead of the checkpoint's {d['checkpoint']!r}"
+                for d in self.ckpt_hparams_overridden), file=sys.stderr)
+
     # -- the run: folder, loggers, callbacks ------------------------------------------------------
     def _cfg(self):
         return self.config_init[self.subcommand]
@@ -144,10 +204,18 @@ class CnnreproCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self._cfg()
         run_cfg = cfg["run"]
+        given, hparams = self._ckpt_hparams
+        if given is not None:
+            self._check_checkpoint(given, hparams)  # before a run folder is made for it
         self.run = RunFolder.open(self.subcommand, runs_dir=run_cfg["dir"],
                                   group=run_cfg["name"] or cfg["model"].arch,
                                   folder=run_cfg["folder"], ckpt_path=cfg.get("ckpt_path"))
         cfg["ckpt_path"] = self.run.ckpt_path
+        resolved = self.run.ckpt_path
+        if resolved is not None and (given is None or Path(given).resolve() != Path(resolved).resolve()):
+            # the same refusal and the same precedence whichever way the checkpoint was named
+            # (a file, `last`, or a pinned folder's last.ckpt)
+            self._check_checkpoint(resolved, read_checkpoint_hparams(resolved))
         trainer_cfg = cfg["trainer"]
         if trainer_cfg.get("logger") in (None, True):
             # CSV first: trainer.log_dir (where the resolved config is saved) is the run folder
@@ -223,6 +291,7 @@ class CnnreproCLI(LightningCLI):
         if rec is None:
             print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)
             return
+        rec.ckpt_hparams_overridden = self.ckpt_hparams_overridden
         if rec.samples != rec.samples_expected:
             print(f"cnnrepro: WARNING validation saw {rec.samples} samples, the manifest lists {rec.samples_expected}",
                   file=sys.stderr)

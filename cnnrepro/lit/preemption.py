@@ -24,7 +24,20 @@ step, one step after the first of them was signalled.
 
 SIGTERM (``scontrol requeue``, ``scancel``, or preemption with PreemptMode=REQUEUE, all send
 SIGTERM and then SIGKILL after KillWait) is treated the same way minus the requeue: checkpoint
-at the next step boundary, then stop; whoever sent SIGTERM decides what happens next.
+at the next step boundary, then stop with exit code 143; whoever sent SIGTERM decides what happens
+next. Lightning's own SIGTERM notifier is *not* chained: it makes the loops raise
+``SIGTERMException``, a ``SystemExit`` with code None (exit 0), at the first validation batch or
+epoch end, with nothing saved; and under DDP it broadcasts inside the signal handler.
+
+Where a signal can land, and where the run stops (every path saves, then exits 143 or 3):
+  - during a step that is not the epoch's last: checkpoint after that step, stop;
+  - during the epoch's last step, its validation or its end: a checkpoint after the last step
+    would make Lightning skip that epoch's validation and scheduler step on resume, so the epoch
+    finishes (validation included), ``last.ckpt`` is written at the epoch end, and the run stops
+    before the next epoch's first step. That costs the rest of the validation pass: KillWait (or
+    the USR2 lead time) must cover one validation pass;
+  - during the last epoch's last step or validation: the run ends normally (everything saved, run
+    record written, exit 0, no requeue): there is nothing left to resume.
 """
 
 from __future__ import annotations
@@ -61,6 +74,24 @@ def slurm_plugins() -> list:
     if SLURMEnvironment.detect():
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return plugins
+
+
+def _handlers_besides_lightning(handler) -> list:
+    """The callables of a SIGTERM handler minus Lightning's notifier (see the module docstring).
+
+    Lightning composes its notifier with the handler it found (``_HandlersCompose``); there is no
+    public way to register only the latter.
+    """
+    members = getattr(handler, "signal_handlers", None)
+    if members is None:
+        return [handler] if callable(handler) else []
+    out = []
+    for h in members:
+        if isinstance(h, int):
+            h = signal.getsignal(h)
+        if callable(h) and getattr(h, "__name__", "") != "_sigterm_notifier_fn":
+            out.append(h)
+    return out
 
 
 class _FlagVote:
@@ -110,6 +141,8 @@ class Preemption(pl.Callback):
         self._flag = 0  # 0 nothing, 1 stop (SIGTERM), 2 stop and requeue (requeue signal)
         self._previous: dict[int, Any] = {}
         self._vote: _FlagVote | None = None  # under DDP only
+        self._trainer: pl.Trainer | None = None
+        self._epoch_end_stop = 0  # the flag agreed at the epoch's last step: stop after the epoch end
 
     @property
     def last_path(self) -> Path:
@@ -124,10 +157,14 @@ class Preemption(pl.Callback):
     def _on_sigterm(self, signum, frame):
         print("cnnrepro: caught SIGTERM: checkpointing at the next step boundary, then stopping",
               file=sys.stderr, flush=True)
+        first = self._flag == 0
         self._flag = max(self._flag, 1)
-        prev = self._previous.get(signal.SIGTERM)
-        if callable(prev):  # Lightning's notifier: it stops its loops at the following step
-            prev(signum, frame)
+        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
+        if first and launcher is not None:
+            # what Lightning's notifier did that we keep: pass the signal on to the ranks it spawned
+            launcher.kill(signum)
+        for handler in _handlers_besides_lightning(self._previous.get(signal.SIGTERM)):
+            handler(signum, frame)  # e.g. submitit's, installed before Lightning's
 
     def _install_handlers(self):
         # called in on_train_start, after Lightning registered its own handlers (Trainer._run),
@@ -139,6 +176,7 @@ class Preemption(pl.Callback):
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def on_train_start(self, trainer, pl_module):
+        self._trainer = trainer
         self._install_handlers()
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             self._vote = _FlagVote()
@@ -159,21 +197,44 @@ class Preemption(pl.Callback):
         return self._flag if self._vote is None else self._vote.vote(self._flag)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        flag = self._agreed_flag()  # every step, the last one too: all ranks vote at the same boundaries
         if batch_idx + 1 >= trainer.num_training_batches:
             # The epoch's last batch: validation and the epoch's scheduler step are still to come.
-            # A checkpoint here makes Lightning skip both on resume, so a pending stop waits for
-            # the first step of the next epoch (the end-of-epoch last.ckpt is written meanwhile).
+            # A checkpoint here makes Lightning skip both on resume, so a stop waits for the epoch end.
+            self._epoch_end_stop = max(self._epoch_end_stop, flag)
             return
-        flag = self._agreed_flag()
         periodic = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
         if flag == 0 and not periodic:
             return
         trainer.save_checkpoint(self.last_path)  # every rank calls it; rank 0 writes; ends in a barrier
-        if flag == 0:
-            return
-        print(f"cnnrepro: rank {trainer.global_rank}: checkpoint at step {trainer.global_step} "
-              f"(epoch {trainer.current_epoch}, batch {batch_idx + 1} of {trainer.num_training_batches}) "
-              f"in {self.last_path}", file=sys.stderr, flush=True)
+        if flag:
+            self._stop(trainer, flag, f"checkpoint at step {trainer.global_step} (epoch {trainer.current_epoch}, "
+                                      f"batch {batch_idx + 1} of {trainer.num_training_batches})")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # A signal during the last step or the validation: the single process knows now; under DDP
+        # the ranks agreed at the last step, or agree at the next epoch's first step.
+        if self._vote is None:
+            self._epoch_end_stop = max(self._epoch_end_stop, self._flag)
+        if self._epoch_end_stop:
+            # the epoch-end checkpoint (ExactResume redoes the epoch's scheduler step on resume).
+            # ModelCheckpoint writes the same state right after this hook; written here too so the
+            # stop never depends on how the checkpoint callbacks are configured.
+            trainer.save_checkpoint(self.last_path)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self._epoch_end_stop:
+            self._stop(trainer, self._epoch_end_stop,
+                       f"checkpoint at the end of epoch {trainer.current_epoch - 1} (step {trainer.global_step})")
+
+    def on_train_end(self, trainer, pl_module):
+        if self._flag or self._epoch_end_stop:
+            print("cnnrepro: the signal came during the last epoch's last step or validation: the run is "
+                  "complete and saved, so it ends normally (not stopped, not requeued)", file=sys.stderr, flush=True)
+            self._flag = self._epoch_end_stop = 0
+
+    def _stop(self, trainer, flag: int, where: str) -> None:
+        print(f"cnnrepro: rank {trainer.global_rank}: {where} in {self.last_path}", file=sys.stderr, flush=True)
         for logger in trainer.loggers:
             logger.save()
         if flag == 2:

@@ -121,6 +121,8 @@ class RunRecord:
     samples_expected: int | None = None
     protocol_params: dict = field(default_factory=dict)
     ckpt_path: str | None = None
+    # model settings in which ckpt_path differs from the run's: [{key, checkpoint, used, from}]
+    ckpt_hparams_overridden: list = field(default_factory=list)
     seed: int | None = None
     val_loss: float | None = None
     best: dict = field(default_factory=dict)
@@ -141,7 +143,7 @@ class RunRecord:
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
-              "ckpt_path", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
+              "ckpt_path", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
               "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 

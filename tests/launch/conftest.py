@@ -25,7 +25,10 @@ def tiny_shards(tmp_path_factory):
 @pytest.fixture
 def tiny_recipe(tmp_path):
     """SqueezeNet 1.1 (it has dropout: the RNG state must survive a resume) at 64 px, batch 4."""
-    p = tmp_path / "tiny.yaml"
+    return write_tiny_recipe(tmp_path / "tiny.yaml")
+
+
+def write_tiny_recipe(p):
     p.write_text(yaml.safe_dump({
         "extends": str(REPO / "recipes" / "base.yaml"),
         "model": {"arch": "squeezenet1_1", "lr": 0.01, "lr_schedule": "plateau", "plateau_patience": 0,

@@ -1,7 +1,7 @@
-"""Test-only Lightning callback: the training process sends itself a real signal at a given step.
+"""Test-only Lightning callbacks: the training process sends itself a real signal at a known point.
 
 Loaded into `cnnrepro fit` subprocesses with ``--trainer.callbacks+=signal_helpers.SignalAtStep``
-(PYTHONPATH=tests/launch), so the interruption happens at a known step without timing races.
+(PYTHONPATH=tests/launch), so the interruption happens at a known place without timing races.
 """
 
 import os
@@ -11,6 +11,8 @@ import pytorch_lightning as pl
 
 
 class SignalAtStep(pl.Callback):
+    """Signal during global step ``step`` (0-based) at its start."""
+
     def __init__(self, step: int, signum: str = "SIGUSR2"):
         self.step, self.signum = step, getattr(signal, signum)
 
@@ -19,3 +21,25 @@ class SignalAtStep(pl.Callback):
         # checkpoint, and stop before step `step + 1`
         if trainer.global_step == self.step and trainer.global_rank == 0:
             os.kill(os.getpid(), self.signum)
+
+
+class SignalInEpoch(pl.Callback):
+    """Signal in epoch ``epoch``, during its validation (``where="validation"``, at the first
+    validation batch) or at its end (``where="epoch_end"``, in on_train_epoch_end)."""
+
+    def __init__(self, epoch: int, where: str = "validation", signum: str = "SIGTERM"):
+        if where not in ("validation", "epoch_end"):
+            raise ValueError(f"where={where!r}")
+        self.epoch, self.where, self.signum = epoch, where, getattr(signal, signum)
+
+    def _maybe(self, trainer, where):
+        if (where == self.where and trainer.current_epoch == self.epoch and trainer.global_rank == 0
+                and not trainer.sanity_checking):
+            os.kill(os.getpid(), self.signum)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            self._maybe(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._maybe(trainer, "epoch_end")

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_cnnrepro
+from conftest import run_cnnrepro, write_tiny_recipe
 
 
 def _ckpt(folder):
@@ -67,6 +67,63 @@ def test_interrupted_runs_end_with_the_uninterrupted_weights(tmp_path, tiny_shar
     _assert_same_training_state(a, c)
     state = next(v for k, v in c["callbacks"].items() if k.startswith("ExactResume"))
     assert (tmp_path / "C" / "wandb_id.txt").read_text().strip() == state["wandb_id"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_shards):
+    """(work dir, recipe, base args, last.ckpt) of the tiny recipe trained without interruption."""
+    work = tmp_path_factory.mktemp("signals")
+    recipe = write_tiny_recipe(work / "tiny.yaml")
+    base = ["fit", str(recipe), "--data.root", str(tiny_shards)]
+    p = run_cnnrepro([*base, "--run.folder", "A"], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return work, base, _ckpt(work / "A")
+
+
+# 7 steps per epoch (steps 0-6, 7-13, 14-20): step 13 is epoch 1's last; validation follows it
+SIGNAL_CASES = {
+    "sigterm-mid-epoch": (["signal_helpers.SignalAtStep", "--trainer.callbacks.step", "9",
+                           "--trainer.callbacks.signum", "SIGTERM"], 143, "checkpoint at step 10 (epoch 1, batch 3 of 7)"),
+    "sigterm-last-batch": (["signal_helpers.SignalAtStep", "--trainer.callbacks.step", "13",
+                            "--trainer.callbacks.signum", "SIGTERM"], 143, "checkpoint at the end of epoch 1 (step 14)"),
+    "usr2-last-batch": (["signal_helpers.SignalAtStep", "--trainer.callbacks.step", "13"],
+                        3, "checkpoint at the end of epoch 1 (step 14)"),
+    "sigterm-validation": (["signal_helpers.SignalInEpoch", "--trainer.callbacks.epoch", "1"],
+                           143, "checkpoint at the end of epoch 1 (step 14)"),
+    "usr2-validation": (["signal_helpers.SignalInEpoch", "--trainer.callbacks.epoch", "1",
+                         "--trainer.callbacks.signum", "SIGUSR2"], 3, "checkpoint at the end of epoch 1 (step 14)"),
+    "sigterm-epoch-end": (["signal_helpers.SignalInEpoch", "--trainer.callbacks.epoch", "1",
+                           "--trainer.callbacks.where", "epoch_end"], 143, "checkpoint at "),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SIGNAL_CASES))
+def test_a_signal_anywhere_in_the_loop_saves_then_exits_nonzero_and_resumes_exactly(case, uninterrupted):
+    # Lightning's own SIGTERM handling used to end a run signalled during the epoch's last step or
+    # its validation with exit 0 and nothing saved (issue 16.11)
+    work, base, a = uninterrupted
+    callback, code, message = SIGNAL_CASES[case]
+    p = run_cnnrepro([*base, "--run.folder", case, f"--trainer.callbacks+={callback[0]}", *callback[1:]], work)
+    assert p.returncode == code, p.stderr[-3000:]
+    assert message in p.stderr, p.stderr[-3000:]
+    stopped = _ckpt(work / case)["global_step"]
+    assert 10 <= stopped < 21
+    p = run_cnnrepro([*base, "--run.folder", case], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert f"resumed at step {stopped} " in p.stderr
+    _assert_same_training_state(a, _ckpt(work / case))
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_last_validation_ends_the_complete_run_normally(uninterrupted):
+    work, base, a = uninterrupted
+    p = run_cnnrepro([*base, "--run.folder", "last", "--trainer.callbacks+=signal_helpers.SignalInEpoch",
+                      "--trainer.callbacks.epoch", "2"], work)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "the run is complete and saved" in p.stderr
+    assert (work / "last" / "record.json").exists()
+    _assert_same_training_state(a, _ckpt(work / "last"))
 
 
 WRITER = """
