@@ -166,14 +166,14 @@ def collect_root(root: Path, dest: Path, images: int) -> Path:
         return dest
     if (root / "manifest.json").is_file():
         from .shards import read_manifest
-        from .stream import _samples
+        from .stream import ShardInfo, _samples
 
         m = read_manifest(root)
         if "train" not in m:
             raise BenchInputError(f"{root}/manifest.json has no train split: give --root a folder of training shards")
         n = 0
         for s in m["train"]["shards"]:
-            for key, data, label in _samples(str(root / s["name"])):
+            for key, data, label in _samples(ShardInfo(str(root / s["name"]), s["count"])):
                 d = dest / "train" / f"c{label:04d}"
                 d.mkdir(parents=True, exist_ok=True)
                 (d / (key.replace("/", "_") + ".JPEG")).write_bytes(data)
