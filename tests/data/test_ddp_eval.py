@@ -56,6 +56,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run_ranks(shards, tmp_path, world: int, workers: int, *extra: str, timeout: int) -> list[dict]:
+    """Run ddp_eval_worker.py as ``world`` real gloo processes; each rank's result dict."""
+    out = tmp_path / "result.json"
+    port = _free_port()
+    arg = json.dumps([[s.url, s.count] for s in shards])
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), arg, str(r), str(world), str(port), str(workers), str(out),
+                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in range(world)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("world,workers", [(1, 0), (2, 2), (3, 1)])
 def test_ddp_validation_sees_every_sample_once_and_matches_one_process(shards, tmp_path, world, workers):
@@ -64,25 +87,7 @@ def test_ddp_validation_sees_every_sample_once_and_matches_one_process(shards, t
     assert sorted(ref_idx) == list(range(sum(COUNTS)))
     assert 0 < ref_top5 < 1  # a metric that can be wrong (not all-0 or all-1)
 
-    out = tmp_path / "result.json"
-    port = _free_port()
-    arg = json.dumps([[s.url, s.count] for s in shards])
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), arg, str(r), str(world), str(port), str(workers), str(out)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(world)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=120)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    ranks = json.loads(out.read_text())
+    ranks = _run_ranks(shards, tmp_path, world, workers, timeout=120)
     seen = [i for r in ranks for i in r["indices"]]
     assert sorted(seen) == list(range(sum(COUNTS)))  # every sample exactly once
     assert len(seen) == len(set(seen))
@@ -101,25 +106,7 @@ def test_ddp_protocols_see_every_image_once_and_match_one_process(shards, tmp_pa
     ref_idx, ref_top1, ref_top5, _ = worker.evaluate(shards, rank=0, world=1, workers=0, protocol=protocol)
     assert sorted(ref_idx) == list(range(sum(COUNTS)))
     assert 0 < ref_top5 < 1
-    out = tmp_path / "result.json"
-    port = _free_port()
-    arg = json.dumps([[s.url, s.count] for s in shards])
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), arg, str(r), "2", str(port), "1", str(out), protocol],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(2)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=180)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    ranks = json.loads(out.read_text())
+    ranks = _run_ranks(shards, tmp_path, 2, 1, protocol, timeout=180)
     seen = [i for r in ranks for i in r["indices"]]
     assert sorted(seen) == list(range(sum(COUNTS))) and len(seen) == len(set(seen))
     for r in ranks:

@@ -11,6 +11,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from coord_images import coord_png, origin
+
 from cnnrepro.data.stream import ShardInfo
 from cnnrepro.eval.protocols import (
     PROTOCOLS,
@@ -22,21 +24,6 @@ from cnnrepro.eval.protocols import (
     build_protocol,
     dense_posteriors,
 )
-
-
-def coord_png(w: int, h: int) -> bytes:
-    """A lossless image whose pixel (x, y) holds R = x % 256, G = y % 256, B = 10*(x//256) + y//256."""
-    x, y = np.meshgrid(np.arange(w), np.arange(h))
-    a = np.stack([x % 256, y % 256, 10 * (x // 256) + y // 256], axis=-1).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def origin(view: torch.Tensor) -> tuple[int, int]:
-    """(x, y) of the source pixel at a view's top-left corner."""
-    r, g, b = (int(v) for v in view[:, 0, 0])
-    return r + 256 * (b // 10), g + 256 * (b % 10)
 
 
 def test_tencrop_cuts_corners_and_centre_of_the_central_square_and_mirrors_them():

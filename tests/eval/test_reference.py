@@ -12,7 +12,6 @@ scores and the same top-1/top-5, image by image.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
+
+from coord_images import coord_png, origin
 
 from cnnrepro.data.stream import ShardInfo
 from cnnrepro.data.transforms import CenterCrop, BatchNormalize
@@ -316,21 +317,6 @@ def test_multiscale_fc_matches_an_independent_reference(jpegs, shards):
     with torch.no_grad():
         want = torch.stack([_ref_dense(model, path, [224, 256, 384, 480, 640], mirror=False) for path in jpegs])
     _assert_same_ranking(got, want, y)
-
-
-def coord_png(w: int, h: int) -> bytes:
-    """A lossless image whose pixel (x, y) holds R = x % 256, G = y % 256, B = 10*(x//256) + y//256."""
-    x, y = np.meshgrid(np.arange(w), np.arange(h))
-    a = np.stack([x % 256, y % 256, 10 * (x // 256) + y // 256], axis=-1).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def origin(view: torch.Tensor) -> tuple[int, int]:
-    """(x, y) of the source pixel at a view's top-left corner."""
-    r, g, b = (int(v) for v in view[:, 0, 0])
-    return r + 256 * (b // 10), g + 256 * (b % 10)
 
 
 def test_multicrop150_grid_geometry():
