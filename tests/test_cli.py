@@ -48,7 +48,8 @@ def test_no_data_configured_names_the_flag_and_variable(tmp_path):
 def test_missing_data_path_is_one_clear_line(tmp_path):
     p = run(["fit", ALEXNET, "--data.root", str(tmp_path / "nowhere")], tmp_path, check=2)
     assert "nowhere" in p.stderr and "does not exist" in p.stderr
-    assert "Traceback" not in p.stderr
+    # the error is all the user sees: no log line (Lightning's "Seed set to 0") before it
+    assert (p.stdout + p.stderr).strip().splitlines() == [p.stderr.strip()]
 
 
 def test_environment_variable_supplies_the_data(tmp_path):
@@ -152,6 +153,7 @@ def test_fit_resume_validate_and_table_end_to_end(tmp_path, tiny_shards):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["lr"] == 0.01 and saved["data"]["root"] == str(tiny_shards)
     assert "extends" not in saved and saved["run"]["name"] == "alexnet"  # replayable: `cnnrepro fit config.yaml`
+    assert rec["seed"] == saved["seed_everything"] == 0  # seeded (quietly: lit/cli.py _set_seed)
     assert (run_dir / "metrics.csv").exists()
     # W&B offline (no API key in the environment): real run files under the run folder
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))

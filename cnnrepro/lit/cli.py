@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
+from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
@@ -303,6 +304,18 @@ class CnnreproCLI(LightningCLI):
         print(render_markdown(table_rows([{**rec.as_dict(), "record_path": str(path)}], load_paper_numbers())))
 
     after_fit = after_validate = after_test = _record
+
+    def _set_seed(self) -> None:
+        # LightningCLI's own seeding, without its "Seed set to N" log line: it was printed before any
+        # one-line error (a missing data path, a wrong flag) and the seed is in the record and config
+        seed = self._get(self.config, "seed_everything")
+        if seed is False:
+            return
+        seed = seed_everything(None if seed is True else seed, workers=True, verbose=False)
+        if self.subcommand:
+            self.config[self.subcommand]["seed_everything"] = seed
+        else:
+            self.config["seed_everything"] = seed
 
 
 class _NoRun(CnnreproCLI):
