@@ -163,6 +163,9 @@ class _ShardJob:
     resize_shorter: int | None
     square: bool
     stats: bool
+    # an object store root (data/remote.py): ``dst`` is then a local staging folder, and each
+    # shard is uploaded as soon as it is written
+    store: str | None = None
 
 
 def _shard_name(split: str, index: int) -> str:
@@ -215,7 +218,62 @@ def _reusable(job: _ShardJob, key: str) -> dict | None:
 
 def _run_job(job: _ShardJob) -> dict:
     key = _job_key(job)
+    if job.store is not None:
+        return _uploaded(job, key) or _upload(job, _write_shard(job, key))
     return _reusable(job, key) or _write_shard(job, key)
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _uploaded(job: _ShardJob, key: str) -> dict | None:
+    """The part record of this job's shard if the store already holds exactly what the job would
+    write: the record (uploaded only after its shard) has this job's key, the object has the
+    record's size and, where the store reports one, the record's MD5. Without an MD5 from the
+    store, a bit flipped on the store is not seen here: `cnnrepro shards --verify DST` hashes the
+    objects (and readers check sha256 as they stream)."""
+    from .remote import join, store_list, store_md5, store_cat
+
+    name = _shard_name(job.split, job.index)
+    raw = store_cat(join(join(job.store, ".parts"), name + ".json"))
+    try:
+        rec = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or rec.get("job") != key:
+        return None
+    listing = _LISTING.get(job.store)
+    info = (listing if listing is not None else store_list(job.store)).get(name)
+    if info is None or info.get("size") != rec.get("bytes"):
+        return None
+    md5 = store_md5(info)
+    return rec if md5 is None or md5 == rec.get("md5") else None
+
+
+# the store's listing taken at the start of a conversion (inherited by forked workers): one
+# listing, not one request per shard, tells a rerun which shards are already there
+_LISTING: dict[str, dict] = {}
+
+
+def _upload(job: _ShardJob, rec: dict) -> dict:
+    """Upload a shard written to the staging folder, then its part record (so a record on the store
+    always means its shard is there whole), and remove both local files."""
+    from .remote import join, store_put
+
+    name = rec["name"]
+    local, part = Path(job.dst) / name, Path(job.dst) / ".parts" / (name + ".json")
+    rec = {**rec, "md5": _md5_file(local)}
+    part.write_text(json.dumps(rec))
+    store_put(str(local), join(job.store, name))
+    store_put(str(part), join(join(job.store, ".parts"), name + ".json"))
+    local.unlink()
+    part.unlink()
+    return rec
 
 
 def _ignore_sigint() -> None:
@@ -352,9 +410,15 @@ def write_shards(
     if samples_per_shard < 1:
         raise ValueError(f"--samples-per-shard {samples_per_shard}: must be at least 1")
     pre = preprocessing_spec(resize_shorter, alexnet256)
-    src, dst = Path(src).resolve(), Path(dst)
+    src = Path(src).resolve()
     if source is None:
         source = detect_source(src)
+    from .remote import check_store, is_remote
+
+    if isinstance(dst, str) and is_remote(dst):
+        return _write_to_store(src, check_store(dst), source, pre, samples_per_shard=samples_per_shard,
+                               workers=workers, seed=seed, progress=progress)
+    dst = Path(dst)
     try:
         return _write_all(src, dst, source, pre, samples_per_shard=samples_per_shard, workers=workers, seed=seed,
                           progress=progress)
@@ -362,12 +426,33 @@ def write_shards(
         raise _write_error(e, dst) from None
 
 
+def _write_to_store(src: Path, store: str, source: Source, pre: dict, **kw) -> dict:
+    """Shards written one by one to a local staging folder (``TMPDIR``; it holds at most one shard
+    per worker at a time) and each uploaded as soon as it is complete; then _info.json, then the
+    manifest, last. Resumable like the local writer: the part records live on the store."""
+    import shutil
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix="cnnrepro-shards-"))
+    try:
+        return _write_all(src, staging, source, pre, store=store, **kw)
+    except OSError as e:  # the staging folder failed (the store's errors are RemoteErrors)
+        raise _write_error(e, staging) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _LISTING.pop(store, None)
+
+
 def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_shard: int, workers: int | None,
-               seed: int, progress: bool) -> dict:
+               seed: int, progress: bool, store: str | None = None) -> dict:
+    from .remote import join, store_list, store_put, store_rm
+
     dst.mkdir(parents=True, exist_ok=True)
     (dst / ".parts").mkdir(exist_ok=True)
     # no manifest while the shards change: a reader sees either a finished conversion or none
     (dst / "manifest.json").unlink(missing_ok=True)
+    if store is not None:
+        store_rm(join(store, "manifest.json"))
     wnids = source.wnids
     cls_of = source.class_index()
     splits = source.splits
@@ -388,11 +473,19 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         for k in range(0, len(items), samples_per_shard):
             jobs.append(
                 _ShardJob(split, k // samples_per_shard, items[k : k + samples_per_shard], str(src), str(dst),
-                          pre["shorter_side"], pre["square"], stats=(split == "train"))
+                          pre["shorter_side"], pre["square"], stats=(split == "train"), store=store)
             )
     # shards, part records and temporary files that this conversion does not write (an earlier,
     # larger one did, or an interrupted one left them) would be mistaken for its own
     names = {_shard_name(j.split, j.index) for j in jobs}
+    if store is not None:
+        listing = _LISTING[store] = store_list(store)
+        for name in listing:
+            if SHARD_NAME.match(name) and name not in names:
+                store_rm(join(store, name))
+        for name in store_list(join(store, ".parts")):
+            if name.removesuffix(".json") not in names:
+                store_rm(join(join(store, ".parts"), name))
     for f in dst.iterdir():
         if SHARD_NAME.match(f.name) and f.name not in names:
             f.unlink()
@@ -406,7 +499,7 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {dst}")
+        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {store or dst}")
     pool = None
     if workers == 1:
         results = map(_run_job, jobs)
@@ -468,6 +561,13 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     n = sum(r["rgb_moments"]["pixels"] for r in train_recs)
     if n:
         manifest["rgb_stats"] = rgb_stats_from_moments(s1, s2, n)
+    if store is not None:
+        (dst / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (dst / "_info.json").write_text(json.dumps(timm_info(manifest, store.rstrip("/").rpartition("/")[2]),
+                                                   indent=1))
+        store_put(str(dst / "_info.json"), join(store, "_info.json"))
+        store_put(str(dst / "manifest.json"), join(store, "manifest.json"))  # last: the conversion is complete
+        return manifest
     # every shard was hashed just now (written or reused): a reader need not hash them again
     remember_verified(dst, manifest)
     _write_timm_info(dst, manifest)
@@ -481,18 +581,25 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
 TIMM_SPLITS = {"train": "train", "val": "validation"}
 
 
-def _write_timm_info(dst: Path, manifest: dict) -> None:
-    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
-    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
-    per split its shard files, their sample counts and the total. timm reads the class from each
-    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
-    info = {"name": dst.name, "splits": {}}
+def timm_info(manifest: dict, name: str) -> dict:
+    """timm's _info.json for a manifest; ``num_classes`` is ours (timm ignores keys it does not read):
+    it lets a folder that has lost its manifest still be read (``info_manifest``)."""
+    info = {"name": name, "num_classes": len(manifest["classes"]), "splits": {}}
     for ours, theirs in TIMM_SPLITS.items():
         if ours in manifest:
             shards = manifest[ours]["shards"]
             info["splits"][theirs] = {"name": theirs, "num_samples": manifest[ours]["samples"],
                                       "filenames": [sh["name"] for sh in shards],
                                       "shard_lengths": [sh["count"] for sh in shards]}
+    return info
+
+
+def _write_timm_info(dst: Path, manifest: dict) -> None:
+    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
+    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
+    per split its shard files, their sample counts and the total. timm reads the class from each
+    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
+    info = timm_info(manifest, dst.name)
     tmp = dst / "_info.json.tmp"
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, dst / "_info.json")

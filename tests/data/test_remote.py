@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,44 +24,12 @@ from cnnrepro.data.shards import write_shards
 from cnnrepro.data.stream import CorruptSampleError, EvalStream
 from cnnrepro.data.verify import ShardCheckError
 
+from servers import free_port as _free_port, http_server, moto_server, start as _start, stop as _stop, \
+    wait_for_port as _wait_for_port
 from test_shards import _tree
 
 HERE = Path(__file__).parent
 BUCKET = "cnnrepro-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list, log: Path) -> subprocess.Popen:
-    # the servers log every request: to a file, since a pipe nobody reads fills and blocks them
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: see {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"no server on 127.0.0.1:{port} after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait()
 
 
 def _flip_bit(path: Path) -> None:
@@ -89,45 +56,19 @@ def local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def http_root(local):
     _, served = local
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)],
-                  served.with_name("http.log"))
-    try:
-        _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with http_server(served, served.with_name("http.log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def s3_server(local):
-    """moto's S3 server with the served folders uploaded under s3://BUCKET/<name>/; the AWS_*
-    variables are the client's usual credential and endpoint route."""
+    """moto's S3 server with the served folders uploaded under s3://BUCKET/<name>/."""
     _, served = local
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                  served.with_name("moto.log"))
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        _wait_for_port(port, proc)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
+    with moto_server(served.with_name("moto.log"), BUCKET) as s3:
         for f in sorted(served.rglob("*")):
             if f.is_file() and ".parts" not in f.parts:
                 s3.upload_file(str(f), BUCKET, f.relative_to(served).as_posix())
         yield f"s3://{BUCKET}"
-    finally:
-        _stop(proc)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
