@@ -56,7 +56,8 @@ from .cache import remember_verified
 from .ilsvrc import Source, detect_source, read_item
 
 __all__ = ["write_shards", "check_image", "RejectedImage", "read_manifest", "ManifestError", "resolution_error",
-           "preprocessing_spec", "ShardWriteError", "sha256_file"]
+           "preprocessing_spec", "ShardWriteError", "sha256_file", "read_manifest_or_info", "TimmInfoWarning",
+           "timm_info", "ManifestMissing"]
 
 MANIFEST_VERSION = 2  # 2: shards carry their size in bytes; empty classes are listed
 # Bump when the bytes written for the same inputs change: part records of another version are
@@ -71,6 +72,10 @@ class RejectedImage(Exception):
 
 class ManifestError(UserError):
     """manifest.json is missing, unreadable or not the shard writer's; the message names it and the fix."""
+
+
+class ManifestMissing(ManifestError):
+    """There is no manifest.json (a folder may still have timm's _info.json: ``read_manifest_or_info``)."""
 
 
 class ShardWriteError(UserError):
@@ -615,7 +620,7 @@ def read_manifest(root: str | Path) -> dict:
         return _read_remote_manifest(root)
     path = Path(root) / "manifest.json"
     if not path.exists():
-        raise ManifestError(
+        raise ManifestMissing(
             f"{path} not found: --data.root must be a folder of shards written by "
             f"`cnnrepro shards SRC DST` (or `demo` for the built-in demo data); a conversion still "
             f"running (or interrupted) has no manifest yet: let it finish (rerun the same command)"
@@ -639,9 +644,10 @@ def _read_remote_manifest(root: str) -> dict:
     try:
         data = read_bytes(url)
     except CorruptSampleError as e:  # a missing object, or the transfer failed after its retries
-        raise ManifestError(str(e).replace("upload the shard again", "upload it") if "no such object" not in str(e)
-                            else f"{url} not found: --data.root must hold shards written by `cnnrepro shards SRC DST` "
-                                 f"with their manifest.json (upload the whole DST; the manifest last)") from None
+        if "no such object" in str(e):
+            raise ManifestMissing(f"{url} not found: --data.root must hold shards written by `cnnrepro shards SRC DST` "
+                                  f"with their manifest.json (upload the whole DST; the manifest last)") from None
+        raise ManifestError(str(e).replace("upload the shard again", "upload it")) from None
     except RemoteError as e:
         raise ManifestError(str(e)) from None
     rewrite = f"upload the manifest.json written by `cnnrepro shards SRC DST` to {root}"
@@ -675,3 +681,86 @@ def _manifest_problem(m) -> str | None:
         if entry.get("samples") != sum(sh["count"] for sh in entry["shards"]):
             return f"'{split}.samples' is not the sum of its shards' counts"
     return None
+
+
+class TimmInfoWarning(UserWarning):
+    """A shard folder read through timm's _info.json: the note says which guarantees do not hold."""
+
+
+def _read_info(root) -> tuple[dict, str] | None:
+    """(timm's _info.json of ``root``, its path), or None if there is none."""
+    from .remote import is_remote, join, read_bytes
+    from .stream import CorruptSampleError
+
+    if is_remote(root):
+        where = join(root, "_info.json")
+        try:
+            raw = read_bytes(where)
+        except CorruptSampleError as e:
+            if "no such object" in str(e):
+                return None
+            raise ManifestError(str(e)) from None
+    else:
+        where = str(Path(root) / "_info.json")
+        if not Path(where).is_file():
+            return None
+        raw = Path(where).read_bytes()
+    try:
+        return json.loads(raw), where
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{where} is not readable JSON ({type(e).__name__}: {e}); rewrite the folder with "
+                            f"`cnnrepro shards SRC DST`, which writes manifest.json and _info.json") from None
+
+
+def read_manifest_or_info(root) -> dict:
+    """``read_manifest(root)``; for a folder with no manifest.json but timm's _info.json (a copy that
+    lost its manifest, or shards written for timm), what can be built from the _info.json, with
+    one TimmInfoWarning naming the guarantees that then do not hold."""
+    try:
+        return read_manifest(root)
+    except ManifestMissing as missing:
+        found = _read_info(root)
+        if found is None:
+            raise missing from None
+    info, where = found
+    m = info_manifest(info, where)
+    warnings.warn(
+        f"{where}: no manifest.json, so the shards are read through timm's _info.json. Still guaranteed: the "
+        f"shard names and per-shard sample counts (exact epochs, exactly-once validation, a shard with another "
+        f"count stops the run). NOT checked: shard sizes and sha256 (bit flips, replaced shards), the class list "
+        f"({m['num_classes_from']}; class names unknown, and without sha256 nothing ties the shards' labels to it), "
+        f"the preprocessing "
+        f"and resolution; no RGB statistics (pass --data.mean). For all checks, write a manifest: "
+        f"`cnnrepro shards SRC DST`", TimmInfoWarning, stacklevel=2)
+    return m
+
+
+def info_manifest(info: dict, where: str) -> dict:
+    """A manifest of the shape the readers use, from timm's _info.json (timm/data/readers/reader_wds.py:
+    ``splits.<name>.{filenames, shard_lengths, num_samples}``; timm's ``validation`` is our ``val``).
+    The class count comes from ``num_classes`` (our writer adds it; timm itself takes --num-classes)."""
+    bad = f"{where}: it is damaged or not timm's _info.json; rewrite the folder with `cnnrepro shards SRC DST`"
+    splits = info.get("splits") if isinstance(info, dict) else None
+    if not isinstance(splits, dict):
+        raise ManifestError(f"{where} has no 'splits' object: {bad}")
+    n = info.get("num_classes")
+    if not isinstance(n, int) or n < 1:
+        raise ManifestError(f"{where} has no 'num_classes' (the number of classes, which timm's _info.json need "
+                            f"not hold): add \"num_classes\": N to it, or write a manifest with `cnnrepro shards "
+                            f"SRC DST`")
+    m: dict = {"version": "timm-info", "format": "timm-info", "num_classes_from": f"num_classes {n} from _info.json",
+               "classes": [{"index": i, "wnid": f"class{i}", "name": f"class{i}"} for i in range(n)]}
+    for ours, names in (("train", ("train",)), ("val", ("validation", "val"))):
+        split = next((splits[k] for k in names if k in splits), None)
+        if split is None:
+            continue
+        files, lengths = split.get("filenames"), split.get("shard_lengths")
+        if not (isinstance(files, list) and isinstance(lengths, list) and len(files) == len(lengths)
+                and all(isinstance(c, int) and c >= 0 for c in lengths)):
+            raise ManifestError(f"{where}: split {names[0]!r} needs 'filenames' and 'shard_lengths' of equal "
+                                f"length (sample counts per shard): {bad}")
+        if split.get("num_samples", sum(lengths)) != sum(lengths):
+            raise ManifestError(f"{where}: split {names[0]!r} has num_samples {split.get('num_samples')} but its "
+                                f"shard_lengths sum to {sum(lengths)}: {bad}")
+        m[ours] = {"samples": sum(lengths), "shards": [{"name": f, "count": c} for f, c in zip(files, lengths)]}
+    return m
