@@ -1,4 +1,6 @@
-"""``cnnrepro bench data`` (loader images/s per core, ours vs torchvision) and
+"""``cnnrepro bench data`` (loader images/s per core, ours vs torchvision; a remote root's streaming
+rate against the same shards read locally), ``cnnrepro bench shards`` (shard writing, epoch start
+and streaming memory at 10k and 100k images) and
 ``cnnrepro bench train RECIPE [overrides]`` (the Lightning training path vs a plain PyTorch loop)."""
 
 from __future__ import annotations
@@ -44,6 +46,41 @@ def _data(args: list[str]) -> int:
         print(json.dumps(result, indent=1))
     else:
         render_data(result)
+    return 0
+
+
+def _shards(args: list[str]) -> int:
+    from pathlib import Path
+
+    from cnnrepro.data.bench_scale import bench_shards, render_shards
+    from cnnrepro.data.cache import cache_dir
+
+    p = argparse.ArgumentParser(prog="cnnrepro bench shards",
+                                description="shard writing, epoch start and streaming memory on synthetic "
+                                            "ImageNet-shaped trees, at several sizes")
+    p.add_argument("--images", default="10000,100000", help="comma-separated training-set sizes")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=1, help="shard-writing processes")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--shuffle-buffer", type=int, default=1000)
+    p.add_argument("--no-stream", action="store_true", help="skip the full-epoch streaming step")
+    p.add_argument("--dir", default=None, help="where the trees and shards go (default $CNNREPRO_CACHE/bench-scale)")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(args)
+    try:
+        sizes = [int(x) for x in a.images.split(",")]
+    except ValueError:
+        p.error(f"--images {a.images!r}: give comma-separated integers, e.g. 10000,100000")
+    if any(n < a.classes for n in sizes) or a.classes < 2:
+        p.error(f"--images: every size must be at least --classes {a.classes} (one image per class folder)")
+    res = bench_shards(sizes=sizes, classes=a.classes, folder=Path(a.dir) if a.dir else cache_dir() / "bench-scale",
+                       samples_per_shard=a.samples_per_shard, workers=a.workers, batch_size=a.batch_size,
+                       shuffle_buffer=a.shuffle_buffer, stream=not a.no_stream)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        render_shards(res)
     return 0
 
 
@@ -103,6 +140,8 @@ def main(verb: str, args: list[str]) -> int:
         return _data(args[1:])
     if what == "lrn":
         return _lrn(args[1:])
+    if what == "shards":
+        return _shards(args[1:])
     argparse.ArgumentParser(prog="cnnrepro bench").error(
-        "choose `bench data`, `bench train RECIPE ...` or `bench lrn`")
+        "choose `bench data`, `bench shards`, `bench train RECIPE ...` or `bench lrn`")
     return 2
