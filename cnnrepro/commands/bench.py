@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, render_data
+from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, bench_remote, render_data, render_remote
 from cnnrepro.lit.bench import bench_lrn_random, bench_train, render
 from cnnrepro.lit.bench_lrn import format_lrn
 from cnnrepro.lit.cli import instantiate_model_and_data
@@ -22,7 +22,12 @@ def _data(args: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cnnrepro bench data", description="loader throughput per core")
     p.add_argument("--root", default=None,
                    help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
-                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs")
+                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs. A remote "
+                        "root (s3://, gs://, http(s)://, pipe:) measures its streaming rate against the same shards "
+                        "read locally instead")
+    p.add_argument("--local", default=None,
+                   help="with a remote --root: a local copy of its shards (default: downloaded to --dir, "
+                        "sha256-checked)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="the generated set: default (quality 90, ~52 KB per 500x375 file) or imagenet (~110 KB, "
                         "ImageNet's mean file size at its mean ~470x390 resolution)")
@@ -40,6 +45,17 @@ def _data(args: list[str]) -> int:
     p.add_argument("--dir", default=None,
                    help=f"where the JPEGs and shards go (default $CNNREPRO_CACHE/bench-v{BENCH_VERSION})")
     a = p.parse_args(args)
+    from cnnrepro.data.remote import is_remote
+
+    if a.root and is_remote(a.root):
+        result = bench_remote(a.root, local=a.local, rounds=a.rounds, folder=a.dir)
+        if a.json:
+            print(json.dumps(result, indent=1))
+        else:
+            render_remote(result)
+        return 0
+    if a.local:
+        p.error("--local goes with a remote --root (s3://, gs://, http(s)://, pipe:)")
     result = bench_data(root=a.root, preset=a.preset, images=a.images, batch_size=a.batch_size, crop=a.crop,
                         rounds=a.rounds, noise=a.noise, reduced_decode=a.reduced_decode, folder=a.dir)
     if a.json:

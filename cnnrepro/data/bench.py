@@ -18,6 +18,10 @@ set of photo content (the scikit-image photographs of the demo data, cut and res
 typical 500x375, 375x500 and 500x333, with sensor-like noise), cached under ``CNNREPRO_CACHE``;
 ``--preset imagenet`` sizes its files like ImageNet's (~110 KB). Speed claims come from this
 printout, never from timed test asserts.
+
+A remote ``--root`` (s3://, gs://, http(s)://, pipe:, data/remote.py) is measured differently
+(``bench_remote``): the samples/s of streaming its shards against the same shards read from a
+local folder (``--local``, or a sha256-checked download), alternating in one run, on wall time.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .cache import cache_dir
 from .demo import DEMO_CLASSES, _load_photo
 
 __all__ = ["bench_data", "render_data", "build_bench_tree", "measure", "collect_root", "set_summary",
-           "BenchInputError", "PRESETS", "BENCH_VERSION"]
+           "BenchInputError", "PRESETS", "BENCH_VERSION", "bench_remote", "render_remote"]
 
 BENCH_VERSION = 1
 # the generated sets: (JPEG quality, noise std). "imagenet": ImageNet's mean file is ~110 KB at a mean
@@ -299,3 +303,102 @@ def render_data(result: dict) -> None:
     print(f"  {dec['images_per_cpu_s']:8.1f}  ({dec['min']:.1f}-{dec['max']:.1f})  decode: bare full-resolution PIL decode")
     print(f"decoded by libjpeg-turbo (simplejpeg): {stats['libjpeg_turbo']}, PIL fallback: {stats['fallback']}"
           + (" (" + ", ".join(f"{k} {v}" for k, v in stats["fallback_reasons"].items()) + ")" if stats["fallback"] else ""))
+
+
+def _download(root: str, manifest: dict, dest: Path) -> Path:
+    """The shards of a remote root copied to ``dest`` (the benchmark's local baseline), each checked
+    against the manifest's sha256 as it streams; reused when complete."""
+    from .remote import ShardStream, join
+    from .shards import sha256_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        for sh in manifest.get(split, {}).get("shards", []):
+            out = dest / sh["name"]
+            if out.exists() and out.stat().st_size == sh.get("bytes") and sha256_file(out) == sh.get("sha256"):
+                continue
+            s = ShardStream(join(root, sh["name"]), size=sh.get("bytes"), sha256=sh.get("sha256"))
+            try:
+                with open(out.with_suffix(".part"), "wb") as f:
+                    while chunk := s.read(1 << 20):
+                        f.write(chunk)
+                s.finish()
+            finally:
+                s.close()
+            out.with_suffix(".part").replace(out)
+    return dest
+
+
+def _stream_all(shards: list):
+    """A run reading every sample of ``shards`` as the loaders do (tar parsing, counts checked; for a
+    remote shard its bytes hashed and checked against the manifest), without decoding the JPEGs:
+    the network route's own cost, which a decode would hide."""
+    from .stream import _counted
+
+    def run() -> tuple[int, int]:
+        n = nbytes = 0
+        for shard in shards:
+            for _key, data, _label in _counted(shard):
+                n += 1
+                nbytes += len(data)
+        return n, nbytes
+
+    return run
+
+
+def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder: str | None = None) -> dict:
+    """Samples/s of streaming a remote root's shards (train and val) against the same shards read
+    from a local folder, in alternating rounds of one run: wall time (the server's and the network's
+    time is the point), one process, no loader workers."""
+    from .remote import check_root, join
+    from .shards import read_manifest
+    from .stream import ShardInfo
+
+    root = check_root(root)
+    m = read_manifest(root)
+    if local is not None:
+        local_dir = Path(local)
+        if read_manifest(local_dir) != m:
+            raise BenchInputError(f"--local {local}: its manifest.json differs from {root}'s: give a local copy "
+                                  f"of the same shards (or omit --local to have them downloaded)")
+    else:
+        tag = hashlib.sha1(root.encode()).hexdigest()[:12]
+        local_dir = _download(root, m, (Path(folder) if folder else cache_dir() / f"bench-v{BENCH_VERSION}")
+                              / f"remote-{tag}")
+    entries = [sh for split in ("train", "val") if split in m for sh in m[split]["shards"]]
+    remote_shards = [ShardInfo(join(root, sh["name"]), sh["count"], sha256=sh.get("sha256"), bytes=sh.get("bytes"))
+                     for sh in entries]
+    local_shards = [ShardInfo(str(local_dir / sh["name"]), sh["count"]) for sh in entries]
+    runs = {"remote": _stream_all(remote_shards), "local": _stream_all(local_shards)}
+    counts = {k: run() for k, run in runs.items()}  # warm-up: page cache, connections, imports
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    load_before = os.getloadavg()
+    for _ in range(rounds):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            n, _ = run()
+            rates[k].append(n / (time.perf_counter() - t0))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    n, nbytes = counts["local"]
+    return {"root": root, "local": str(local_dir), "shards": len(entries), "samples": n, "mb": nbytes / 2**20,
+            "rounds": rounds, "unit": "samples per wall-clock second, median over rounds (no JPEG decode)",
+            "remote": {"samples_per_s": med["remote"], "mb_per_s": med["remote"] * nbytes / n / 2**20,
+                       "per_round": rates["remote"]},
+            "local_read": {"samples_per_s": med["local"], "mb_per_s": med["local"] * nbytes / n / 2**20,
+                           "per_round": rates["local"]},
+            "ratio": med["remote"] / med["local"],
+            "ratio_per_round": [r / q for r, q in zip(rates["remote"], rates["local"])],
+            "samples_checked": {"remote": counts["remote"][0], "local": counts["local"][0]},
+            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+
+
+def render_remote(r: dict) -> None:
+    print(f"{r['root']}: {r['shards']} shards, {r['samples']} samples, {r['mb']:.1f} MB of images; against the same "
+          f"shards in {r['local']}")
+    print(f"one process, no loader workers, no JPEG decode (tar parsing, counts; sha256 on the remote route), "
+          f"{r['rounds']} alternating rounds, wall time; load average {r['machine']['loadavg_before'][0]:.1f} on "
+          f"{r['machine']['cpus']} CPUs")
+    for name, row in (("remote", r["remote"]), ("local", r["local_read"])):
+        print(f"  {row['samples_per_s']:9.0f} samples/s  {row['mb_per_s']:7.1f} MB/s  {name}")
+    print(f"ratio remote/local: {r['ratio']:.2f} (per round: "
+          + ", ".join(f"{x:.2f}" for x in r["ratio_per_round"]) + ")")

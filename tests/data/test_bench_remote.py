@@ -1,0 +1,54 @@
+"""`cnnrepro bench data --root URL` against a real http.server on 127.0.0.1 (started here): both
+routes read every sample, and the ratio printed is the ratio of the two rates printed. No speed
+is asserted (the claims come from the benchmark's own printout)."""
+
+import json
+import re
+
+import pytest
+
+from cnnrepro.commands.bench import main as bench_main
+from cnnrepro.data.shards import read_manifest, write_shards
+
+from servers import http_server
+from test_shards import _tree
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("benchremote")
+    write_shards(_tree(tmp / "src", train=6, val=3), tmp / "www" / "shards", samples_per_shard=4, workers=1,
+                 progress=False)
+    with http_server(tmp / "www", tmp / "http.log") as url:
+        yield url + "/shards", tmp / "www" / "shards"
+
+
+def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tmp_path, capsys):
+    url, local = served
+    m = read_manifest(local)
+    total = m["train"]["samples"] + m["val"]["samples"]
+    assert bench_main("bench", ["data", "--root", url, "--rounds", "2", "--dir", str(tmp_path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["samples"] == total and r["samples_checked"] == {"remote": total, "local": total}
+    assert r["shards"] == len(m["train"]["shards"]) + len(m["val"]["shards"])
+    downloaded = {p.name: p.read_bytes() for p in tmp_path.glob("remote-*/*.tar")}
+    assert downloaded == {sh["name"]: (local / sh["name"]).read_bytes() for sh in m["train"]["shards"] + m["val"]["shards"]}
+    assert r["ratio"] == pytest.approx(r["remote"]["samples_per_s"] / r["local_read"]["samples_per_s"])
+    assert len(r["ratio_per_round"]) == 2
+
+    assert bench_main("bench", ["data", "--root", url, "--local", str(local), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{url}: {r['shards']} shards, {total} samples")
+    rates = dict((name, float(v)) for v, name in re.findall(r"^\s+([\d.]+) samples/s\s+[\d.]+ MB/s\s+(\w+)$", out, re.M))
+    assert set(rates) == {"remote", "local"}
+    ratio = float(re.search(r"^ratio remote/local: ([\d.]+)", out, re.M).group(1))
+    assert ratio == pytest.approx(rates["remote"] / rates["local"], rel=0.02, abs=0.01)
+
+
+def test_bench_local_copy_that_is_not_the_same_shards_is_refused(served, tmp_path):
+    from cnnrepro.cli import main
+
+    url, _ = served
+    other = tmp_path / "other"
+    write_shards(_tree(tmp_path / "src2", train=2, val=2), other, samples_per_shard=4, workers=1, progress=False)
+    assert main(["bench", "data", "--root", url, "--local", str(other)]) == 2
