@@ -48,7 +48,7 @@ def _data(args: list[str]) -> int:
     from cnnrepro.data.remote import is_remote
 
     if a.root and is_remote(a.root):
-        result = bench_remote(a.root, local=a.local, rounds=a.rounds, folder=a.dir)
+        result = bench_remote(a.root, local=a.local, rounds=a.rounds, folder=a.dir, batch_size=a.batch_size)
         if a.json:
             print(json.dumps(result, indent=1))
         else:

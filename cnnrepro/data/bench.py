@@ -346,10 +346,13 @@ def _stream_all(shards: list):
     return run
 
 
-def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder: str | None = None) -> dict:
-    """Samples/s of streaming a remote root's shards (train and val) against the same shards read
-    from a local folder, in alternating rounds of one run: wall time (the server's and the network's
-    time is the point), one process, no loader workers."""
+def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder: str | None = None,
+                 batch_size: int = 32) -> dict:
+    """Samples/s of a remote root's shards against the same shards read from a local folder, in
+    alternating rounds of one run: wall time (the server's and the network's time is the point), one
+    process, no loader workers. Two pairs: the route alone (every train and val sample read, tar
+    parsing and counts, sha256 on the remote side; no decode) and the training loader (TrainStream
+    with AlexNet's crop, decode included, one epoch of the training shards)."""
     from .remote import check_root, join
     from .shards import read_manifest
     from .stream import ShardInfo
@@ -369,7 +372,15 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
     remote_shards = [ShardInfo(join(root, sh["name"]), sh["count"], sha256=sh.get("sha256"), bytes=sh.get("bytes"))
                      for sh in entries]
     local_shards = [ShardInfo(str(local_dir / sh["name"]), sh["count"]) for sh in entries]
-    runs = {"remote": _stream_all(remote_shards), "local": _stream_all(local_shards)}
+    n_train = m["train"]["samples"] if "train" in m else 0
+    runs = {"route:remote": _stream_all(remote_shards), "route:local": _stream_all(local_shards)}
+    if n_train >= batch_size:
+        # the training loader as a step consumes it: AlexNet's crop (decode included), the same seed on
+        # both routes, so the same samples; the route's cost then shows as it does in training
+        train_remote = remote_shards[:len(m["train"]["shards"])]
+        train_local = local_shards[:len(m["train"]["shards"])]
+        runs["loader:remote"] = _loader_run(train_remote, batch_size)
+        runs["loader:local"] = _loader_run(train_local, batch_size)
     counts = {k: run() for k, run in runs.items()}  # warm-up: page cache, connections, imports
     rates: dict[str, list[float]] = {k: [] for k in runs}
     load_before = os.getloadavg()
@@ -379,26 +390,48 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
             n, _ = run()
             rates[k].append(n / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    n, nbytes = counts["local"]
+    n, nbytes = counts["route:local"]
+    rows = {}
+    for what in ("route", "loader"):
+        if f"{what}:remote" not in rates:
+            continue
+        r, q = rates[f"{what}:remote"], rates[f"{what}:local"]
+        rows[what] = {"remote_samples_per_s": med[f"{what}:remote"], "local_samples_per_s": med[f"{what}:local"],
+                      "ratio": med[f"{what}:remote"] / med[f"{what}:local"],
+                      "ratio_per_round": [a / b for a, b in zip(r, q)], "samples": counts[f"{what}:local"][0],
+                      "samples_remote": counts[f"{what}:remote"][0]}
+    rows["route"]["remote_mb_per_s"] = med["route:remote"] * nbytes / n / 2**20
+    rows["route"]["local_mb_per_s"] = med["route:local"] * nbytes / n / 2**20
     return {"root": root, "local": str(local_dir), "shards": len(entries), "samples": n, "mb": nbytes / 2**20,
-            "rounds": rounds, "unit": "samples per wall-clock second, median over rounds (no JPEG decode)",
-            "remote": {"samples_per_s": med["remote"], "mb_per_s": med["remote"] * nbytes / n / 2**20,
-                       "per_round": rates["remote"]},
-            "local_read": {"samples_per_s": med["local"], "mb_per_s": med["local"] * nbytes / n / 2**20,
-                           "per_round": rates["local"]},
-            "ratio": med["remote"] / med["local"],
-            "ratio_per_round": [r / q for r, q in zip(rates["remote"], rates["local"])],
-            "samples_checked": {"remote": counts["remote"][0], "local": counts["local"][0]},
+            "rounds": rounds, "batch_size": batch_size,
+            "unit": "samples per wall-clock second, median over rounds", **rows,
             "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+
+
+def _loader_run(shards: list, batch_size: int):
+    from .stream import TrainStream
+
+    n = sum(s.count for s in shards)
+    ds = TrainStream(shards, batch_size=batch_size, transform=_family_transform("alexnet", False),
+                     shuffle_buffer=min(256, n // 2), num_samples=n)
+
+    def run() -> tuple[int, int]:
+        return sum(x.shape[0] for x, _ in ds), 0
+
+    return run
 
 
 def render_remote(r: dict) -> None:
     print(f"{r['root']}: {r['shards']} shards, {r['samples']} samples, {r['mb']:.1f} MB of images; against the same "
           f"shards in {r['local']}")
-    print(f"one process, no loader workers, no JPEG decode (tar parsing, counts; sha256 on the remote route), "
-          f"{r['rounds']} alternating rounds, wall time; load average {r['machine']['loadavg_before'][0]:.1f} on "
-          f"{r['machine']['cpus']} CPUs")
-    for name, row in (("remote", r["remote"]), ("local", r["local_read"])):
-        print(f"  {row['samples_per_s']:9.0f} samples/s  {row['mb_per_s']:7.1f} MB/s  {name}")
-    print(f"ratio remote/local: {r['ratio']:.2f} (per round: "
-          + ", ".join(f"{x:.2f}" for x in r["ratio_per_round"]) + ")")
+    print(f"one process, no loader workers, {r['rounds']} alternating rounds, wall time, samples/s (median); load "
+          f"average {r['machine']['loadavg_before'][0]:.1f} on {r['machine']['cpus']} CPUs")
+    labels = {"route": "route alone (tar parsing, counts; sha256 on the remote side; no decode)",
+              "loader": f"training loader (TrainStream + AlexNet crop, decode included, batch {r['batch_size']})"}
+    for what, label in labels.items():
+        if what not in r:
+            continue
+        row = r[what]
+        print(f"  {row['remote_samples_per_s']:9.0f} remote  {row['local_samples_per_s']:9.0f} local  ratio "
+              f"{row['ratio']:.2f} (per round: " + ", ".join(f"{x:.2f}" for x in row["ratio_per_round"])
+              + f")  {label}")

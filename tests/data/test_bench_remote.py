@@ -27,22 +27,30 @@ def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tm
     url, local = served
     m = read_manifest(local)
     total = m["train"]["samples"] + m["val"]["samples"]
-    assert bench_main("bench", ["data", "--root", url, "--rounds", "2", "--dir", str(tmp_path), "--json"]) == 0
+    assert bench_main("bench", ["data", "--root", url, "--rounds", "2", "--dir", str(tmp_path), "--json",
+                                "--batch-size", "8"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["samples"] == total and r["samples_checked"] == {"remote": total, "local": total}
+    assert r["samples"] == total
+    assert r["route"]["samples"] == r["route"]["samples_remote"] == total
+    n_train = m["train"]["samples"] // 8 * 8  # an epoch of whole batches of 8
+    assert r["loader"]["samples"] == r["loader"]["samples_remote"] == n_train
     assert r["shards"] == len(m["train"]["shards"]) + len(m["val"]["shards"])
     downloaded = {p.name: p.read_bytes() for p in tmp_path.glob("remote-*/*.tar")}
     assert downloaded == {sh["name"]: (local / sh["name"]).read_bytes() for sh in m["train"]["shards"] + m["val"]["shards"]}
-    assert r["ratio"] == pytest.approx(r["remote"]["samples_per_s"] / r["local_read"]["samples_per_s"])
-    assert len(r["ratio_per_round"]) == 2
+    for what in ("route", "loader"):
+        row = r[what]
+        assert row["ratio"] == pytest.approx(row["remote_samples_per_s"] / row["local_samples_per_s"])
+        assert len(row["ratio_per_round"]) == 2
 
-    assert bench_main("bench", ["data", "--root", url, "--local", str(local), "--rounds", "1"]) == 0
+    assert bench_main("bench", ["data", "--root", url, "--local", str(local), "--rounds", "1",
+                                "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{url}: {r['shards']} shards, {total} samples")
-    rates = dict((name, float(v)) for v, name in re.findall(r"^\s+([\d.]+) samples/s\s+[\d.]+ MB/s\s+(\w+)$", out, re.M))
-    assert set(rates) == {"remote", "local"}
-    ratio = float(re.search(r"^ratio remote/local: ([\d.]+)", out, re.M).group(1))
-    assert ratio == pytest.approx(rates["remote"] / rates["local"], rel=0.02, abs=0.01)
+    rows = re.findall(r"^\s+([\d.]+) remote\s+([\d.]+) local  ratio ([\d.]+) \(per round: [\d., ]+\)  (\w+)", out,
+                      re.M)
+    assert [row[3] for row in rows] == ["route", "training"]
+    for remote_rate, local_rate, ratio, _ in rows:
+        assert float(ratio) == pytest.approx(float(remote_rate) / float(local_rate), rel=0.02, abs=0.01)
 
 
 def test_bench_local_copy_that_is_not_the_same_shards_is_refused(served, tmp_path):
