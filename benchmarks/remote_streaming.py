@@ -25,7 +25,8 @@ def _free_port() -> int:
 
 
 def _serve(cmd: list, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     end = time.monotonic() + 60
     while time.monotonic() < end:
         try:

@@ -145,7 +145,7 @@ STEPS = {"write": _step_write, "start": _step_start, "stream": _step_stream}
 def _in_child(step: str, **kw) -> dict:
     """One step in a fresh interpreter: its peak RSS is its own."""
     cmd = [sys.executable, "-m", "cnnrepro.data.bench_scale", step, json.dumps(kw)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr goes into our error
     if p.returncode != 0:
         raise RuntimeError(f"benchmark step {step} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])

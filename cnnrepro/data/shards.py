@@ -242,7 +242,7 @@ def _uploaded(job: _ShardJob, key: str) -> dict | None:
     record's size and, where the store reports one, the record's MD5. Without an MD5 from the
     store, a bit flipped on the store is not seen here: `cnnrepro shards --verify DST` hashes the
     objects (and readers check sha256 as they stream)."""
-    from .remote import join, store_list, store_md5, store_cat
+    from .remote import join, store_cat, store_list, store_md5
 
     name = _shard_name(job.split, job.index)
     raw = store_cat(join(join(job.store, ".parts"), name + ".json"))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cnnrepro.errors import UserError
 
-from .cache import load_verified, save_verified, stat_key, remember_verified
+from .cache import load_verified, remember_verified, save_verified, stat_key
 from .shards import ManifestError, read_manifest, sha256_file
 
 __all__ = ["ShardCheckError", "check_sizes", "verify_shards", "remember_verified", "verify_command"]

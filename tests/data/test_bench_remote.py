@@ -6,12 +6,11 @@ import json
 import re
 
 import pytest
+from servers import http_server
+from test_shards import _tree
 
 from cnnrepro.commands.bench import main as bench_main
 from cnnrepro.data.shards import read_manifest, write_shards
-
-from servers import http_server
-from test_shards import _tree
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tm
     out = capsys.readouterr().out
     assert out.startswith(f"{url}: {r['shards']} shards, {total} samples")
     rows = re.findall(r"^\s+([\d.]+) remote\s+([\d.]+) local  ratio ([\d.]+) \(per round: [\d., ]+\)  (\w+)", out,
-                      re.M)
+                      re.MULTILINE)
     assert [row[3] for row in rows] == ["route", "training"]
     for remote_rate, local_rate, ratio, _ in rows:
         assert float(ratio) == pytest.approx(float(remote_rate) / float(local_rate), rel=0.02, abs=0.01)

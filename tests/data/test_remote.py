@@ -15,18 +15,20 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from servers import free_port as _free_port
+from servers import http_server, moto_server
+from servers import start as _start
+from servers import stop as _stop
+from servers import wait_for_port as _wait_for_port
+from test_shards import _tree
 from torch.utils.data import DataLoader
 
 from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
-from cnnrepro.errors import UserError
-from cnnrepro.data.remote import RETRIES_ENV, BACKOFF_ENV, ShardStream
+from cnnrepro.data.remote import BACKOFF_ENV, RETRIES_ENV, ShardStream
 from cnnrepro.data.shards import write_shards
 from cnnrepro.data.stream import CorruptSampleError, EvalStream
 from cnnrepro.data.verify import ShardCheckError
-
-from servers import free_port as _free_port, http_server, moto_server, start as _start, stop as _stop, \
-    wait_for_port as _wait_for_port
-from test_shards import _tree
+from cnnrepro.errors import UserError
 
 HERE = Path(__file__).parent
 BUCKET = "cnnrepro-test"
@@ -235,6 +237,7 @@ def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_met
     base = request.getfixturevalue("http_root" if proto == "http" else "s3_server")
     sys.path.insert(0, str(HERE))
     import ddp_eval_worker as worker
+
     from cnnrepro.data.stream import ShardInfo
 
     dst, _ = local

@@ -3,16 +3,15 @@ uploaded as soon as it is written, a rerun after an interruption uploads only wh
 different, the manifest appears last, and what is read from the store equals the local shards."""
 
 import pytest
-
-import cnnrepro.data.remote as remote
-import cnnrepro.data.shards as shards_mod
-from cnnrepro.commands.shards import main as shards_main
-from cnnrepro.data.remote import RemoteError
-from cnnrepro.data.shards import read_manifest, write_shards
-
 from servers import moto_server
 from test_remote import _dm, _eval_batches, _same
 from test_shards import _tree
+
+import cnnrepro.data.shards as shards_mod
+from cnnrepro.commands.shards import main as shards_main
+from cnnrepro.data import remote
+from cnnrepro.data.remote import RemoteError
+from cnnrepro.data.shards import read_manifest, write_shards
 
 BUCKET = "cnnrepro-write"
 

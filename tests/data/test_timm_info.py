@@ -4,10 +4,9 @@ beside manifest.json (issue 13). timm's own reader, on real shards of real JPEGs
 import json
 
 import pytest
+from test_shards import _tree
 
 from cnnrepro.data.shards import read_manifest, write_shards
-
-from test_shards import _tree
 
 
 @pytest.fixture(scope="module")
