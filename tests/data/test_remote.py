@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from ddp_runner import run_ranks
 from servers import free_port as _free_port
 from servers import http_server, moto_server
 from servers import start as _start
@@ -245,27 +245,13 @@ def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_met
     ref = [ShardInfo(str(dst / s["name"]), s["count"]) for s in m["val"]["shards"]]
     ref_idx, ref_top1, ref_top5, _ = worker.evaluate(ref, rank=0, world=1, workers=0)
     folder = "flipped" if damaged else "intact"
-    arg = json.dumps([[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
-                      for s in m["val"]["shards"]])
-    out, port = tmp_path / "result.json", _free_port()
-    procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_eval_worker.py"), arg, str(r), "2", str(port), "1",
-                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=120)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.kill(p.pid, 9)
-                p.wait()
+    rows = [[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]] for s in m["val"]["shards"]]
+    codes, logs, ranks = run_ranks(rows, tmp_path, 2, 1, timeout=120)
     if damaged:
-        assert any(p.returncode != 0 for p in procs)
-        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in "".join(logs)
+        assert any(c != 0 for c in codes)
+        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in logs
         return
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    ranks = json.loads(out.read_text())
+    assert ranks is not None, logs
     seen = [i for r in ranks for i in r["indices"]]
     assert sorted(seen) == sorted(ref_idx) == list(range(m["val"]["samples"]))
     for r in ranks:
