@@ -1,4 +1,6 @@
-"""``cnnrepro bench data`` (loader images/s per core, ours vs torchvision) and
+"""``cnnrepro bench data`` (loader images/s per core, ours vs torchvision; a remote root's streaming
+rate against the same shards read locally), ``cnnrepro bench shards`` (shard writing, epoch start
+and streaming memory at 10k and 100k images) and
 ``cnnrepro bench train RECIPE [overrides]`` (the Lightning training path vs a plain PyTorch loop)."""
 
 from __future__ import annotations
@@ -6,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, render_data
+from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, bench_remote, render_data, render_remote
 from cnnrepro.lit.bench import bench_lrn_random, bench_train, render
 from cnnrepro.lit.bench_lrn import format_lrn
 from cnnrepro.lit.cli import instantiate_model_and_data
@@ -20,7 +22,12 @@ def _data(args: list[str]) -> int:
     p = argparse.ArgumentParser(prog="cnnrepro bench data", description="loader throughput per core")
     p.add_argument("--root", default=None,
                    help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
-                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs")
+                        "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs. A remote "
+                        "root (s3://, gs://, http(s)://, pipe:) measures its streaming rate against the same shards "
+                        "read locally instead")
+    p.add_argument("--local", default=None,
+                   help="with a remote --root: a local copy of its shards (default: downloaded to --dir, "
+                        "sha256-checked)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="the generated set: default (quality 90, ~52 KB per 500x375 file) or imagenet (~110 KB, "
                         "ImageNet's mean file size at its mean ~470x390 resolution)")
@@ -38,12 +45,58 @@ def _data(args: list[str]) -> int:
     p.add_argument("--dir", default=None,
                    help=f"where the JPEGs and shards go (default $CNNREPRO_CACHE/bench-v{BENCH_VERSION})")
     a = p.parse_args(args)
+    from cnnrepro.data.remote import is_remote
+
+    if a.root and is_remote(a.root):
+        result = bench_remote(a.root, local=a.local, rounds=a.rounds, folder=a.dir, batch_size=a.batch_size)
+        if a.json:
+            print(json.dumps(result, indent=1))
+        else:
+            render_remote(result)
+        return 0
+    if a.local:
+        p.error("--local goes with a remote --root (s3://, gs://, http(s)://, pipe:)")
     result = bench_data(root=a.root, preset=a.preset, images=a.images, batch_size=a.batch_size, crop=a.crop,
                         rounds=a.rounds, noise=a.noise, reduced_decode=a.reduced_decode, folder=a.dir)
     if a.json:
         print(json.dumps(result, indent=1))
     else:
         render_data(result)
+    return 0
+
+
+def _shards(args: list[str]) -> int:
+    from pathlib import Path
+
+    from cnnrepro.data.bench_scale import bench_shards, render_shards
+    from cnnrepro.data.cache import cache_dir
+
+    p = argparse.ArgumentParser(prog="cnnrepro bench shards",
+                                description="shard writing, epoch start and streaming memory on synthetic "
+                                            "ImageNet-shaped trees, at several sizes")
+    p.add_argument("--images", default="10000,100000", help="comma-separated training-set sizes")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=1, help="shard-writing processes")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--shuffle-buffer", type=int, default=1000)
+    p.add_argument("--no-stream", action="store_true", help="skip the full-epoch streaming step")
+    p.add_argument("--dir", default=None, help="where the trees and shards go (default $CNNREPRO_CACHE/bench-scale)")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(args)
+    try:
+        sizes = [int(x) for x in a.images.split(",")]
+    except ValueError:
+        p.error(f"--images {a.images!r}: give comma-separated integers, e.g. 10000,100000")
+    if any(n < a.classes for n in sizes) or a.classes < 2:
+        p.error(f"--images: every size must be at least --classes {a.classes} (one image per class folder)")
+    res = bench_shards(sizes=sizes, classes=a.classes, folder=Path(a.dir) if a.dir else cache_dir() / "bench-scale",
+                       samples_per_shard=a.samples_per_shard, workers=a.workers, batch_size=a.batch_size,
+                       shuffle_buffer=a.shuffle_buffer, stream=not a.no_stream)
+    if a.json:
+        print(json.dumps(res, indent=1))
+    else:
+        render_shards(res)
     return 0
 
 
@@ -103,6 +156,8 @@ def main(verb: str, args: list[str]) -> int:
         return _data(args[1:])
     if what == "lrn":
         return _lrn(args[1:])
+    if what == "shards":
+        return _shards(args[1:])
     argparse.ArgumentParser(prog="cnnrepro bench").error(
-        "choose `bench data`, `bench train RECIPE ...` or `bench lrn`")
+        "choose `bench data`, `bench shards`, `bench train RECIPE ...` or `bench lrn`")
     return 2

@@ -21,9 +21,12 @@ def main(verb: str, args: list[str]) -> int:
                                "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (or LOC_val_solution.csv); "
                                "or the Kaggle layout SRC/ILSVRC/Data/CLS-LOC + SRC/LOC_val_solution.csv",
                    nargs="?")
-    p.add_argument("dst", help="output folder for the shards and manifest.json", nargs="?")
+    p.add_argument("dst", help="output folder for the shards and manifest.json, or an object store root "
+                               "(s3://bucket/prefix, gs://bucket/prefix): each shard is uploaded as it is finished, "
+                               "the manifest last", nargs="?")
     p.add_argument("--verify", metavar="DST", default=None,
-                   help="check every shard of DST against its manifest (size, sha256; cached) and exit")
+                   help="check every shard of DST (a folder or a remote root) against its manifest (size, sha256; "
+                        "cached for local folders) and exit")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     pre = p.add_mutually_exclusive_group()
@@ -55,5 +58,7 @@ def main(verb: str, args: list[str]) -> int:
             s = m[split]
             print(f"{split}: {s['samples']} samples in {len(s['shards'])} shards; "
                   f"{len(s['repaired'])} repaired, {len(s['rejected'])} rejected (of {s['inputs']} files)")
-    print(f"manifest: {Path(a.dst) / 'manifest.json'}")
+    from cnnrepro.data.remote import is_remote, join
+
+    print(f"manifest: {join(a.dst, 'manifest.json') if is_remote(a.dst) else Path(a.dst) / 'manifest.json'}")
     return 0

@@ -18,6 +18,10 @@ set of photo content (the scikit-image photographs of the demo data, cut and res
 typical 500x375, 375x500 and 500x333, with sensor-like noise), cached under ``CNNREPRO_CACHE``;
 ``--preset imagenet`` sizes its files like ImageNet's (~110 KB). Speed claims come from this
 printout, never from timed test asserts.
+
+A remote ``--root`` (s3://, gs://, http(s)://, pipe:, data/remote.py) is measured differently
+(``bench_remote``): the samples/s of streaming its shards against the same shards read from a
+local folder (``--local``, or a sha256-checked download), alternating in one run, on wall time.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from .cache import cache_dir
 from .demo import DEMO_CLASSES, _load_photo
 
 __all__ = ["bench_data", "render_data", "build_bench_tree", "measure", "collect_root", "set_summary",
-           "BenchInputError", "PRESETS", "BENCH_VERSION"]
+           "BenchInputError", "PRESETS", "BENCH_VERSION", "bench_remote", "render_remote"]
 
 BENCH_VERSION = 1
 # the generated sets: (JPEG quality, noise std). "imagenet": ImageNet's mean file is ~110 KB at a mean
@@ -299,3 +303,135 @@ def render_data(result: dict) -> None:
     print(f"  {dec['images_per_cpu_s']:8.1f}  ({dec['min']:.1f}-{dec['max']:.1f})  decode: bare full-resolution PIL decode")
     print(f"decoded by libjpeg-turbo (simplejpeg): {stats['libjpeg_turbo']}, PIL fallback: {stats['fallback']}"
           + (" (" + ", ".join(f"{k} {v}" for k, v in stats["fallback_reasons"].items()) + ")" if stats["fallback"] else ""))
+
+
+def _download(root: str, manifest: dict, dest: Path) -> Path:
+    """The shards of a remote root copied to ``dest`` (the benchmark's local baseline), each checked
+    against the manifest's sha256 as it streams; reused when complete."""
+    from .remote import ShardStream, join
+    from .shards import sha256_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        for sh in manifest.get(split, {}).get("shards", []):
+            out = dest / sh["name"]
+            if out.exists() and out.stat().st_size == sh.get("bytes") and sha256_file(out) == sh.get("sha256"):
+                continue
+            s = ShardStream(join(root, sh["name"]), size=sh.get("bytes"), sha256=sh.get("sha256"))
+            try:
+                with open(out.with_suffix(".part"), "wb") as f:
+                    while chunk := s.read(1 << 20):
+                        f.write(chunk)
+                s.finish()
+            finally:
+                s.close()
+            out.with_suffix(".part").replace(out)
+    return dest
+
+
+def _stream_all(shards: list):
+    """A run reading every sample of ``shards`` as the loaders do (tar parsing, counts checked; for a
+    remote shard its bytes hashed and checked against the manifest), without decoding the JPEGs:
+    the network route's own cost, which a decode would hide."""
+    from .stream import _counted
+
+    def run() -> tuple[int, int]:
+        n = nbytes = 0
+        for shard in shards:
+            for _key, data, _label in _counted(shard):
+                n += 1
+                nbytes += len(data)
+        return n, nbytes
+
+    return run
+
+
+def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder: str | None = None,
+                 batch_size: int = 32) -> dict:
+    """Samples/s of a remote root's shards against the same shards read from a local folder, in
+    alternating rounds of one run: wall time (the server's and the network's time is the point), one
+    process, no loader workers. Two pairs: the route alone (every train and val sample read, tar
+    parsing and counts, sha256 on the remote side; no decode) and the training loader (TrainStream
+    with AlexNet's crop, decode included, one epoch of the training shards)."""
+    from .remote import check_root, join
+    from .shards import read_manifest
+    from .stream import ShardInfo
+
+    root = check_root(root)
+    m = read_manifest(root)
+    if local is not None:
+        local_dir = Path(local)
+        if read_manifest(local_dir) != m:
+            raise BenchInputError(f"--local {local}: its manifest.json differs from {root}'s: give a local copy "
+                                  f"of the same shards (or omit --local to have them downloaded)")
+    else:
+        tag = hashlib.sha1(root.encode()).hexdigest()[:12]
+        local_dir = _download(root, m, (Path(folder) if folder else cache_dir() / f"bench-v{BENCH_VERSION}")
+                              / f"remote-{tag}")
+    entries = [sh for split in ("train", "val") if split in m for sh in m[split]["shards"]]
+    remote_shards = [ShardInfo(join(root, sh["name"]), sh["count"], sha256=sh.get("sha256"), bytes=sh.get("bytes"))
+                     for sh in entries]
+    local_shards = [ShardInfo(str(local_dir / sh["name"]), sh["count"]) for sh in entries]
+    n_train = m["train"]["samples"] if "train" in m else 0
+    runs = {"route:remote": _stream_all(remote_shards), "route:local": _stream_all(local_shards)}
+    if n_train >= batch_size:
+        # the training loader as a step consumes it: AlexNet's crop (decode included), the same seed on
+        # both routes, so the same samples; the route's cost then shows as it does in training
+        train_remote = remote_shards[:len(m["train"]["shards"])]
+        train_local = local_shards[:len(m["train"]["shards"])]
+        runs["loader:remote"] = _loader_run(train_remote, batch_size)
+        runs["loader:local"] = _loader_run(train_local, batch_size)
+    counts = {k: run() for k, run in runs.items()}  # warm-up: page cache, connections, imports
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    load_before = os.getloadavg()
+    for _ in range(rounds):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            n, _ = run()
+            rates[k].append(n / (time.perf_counter() - t0))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    n, nbytes = counts["route:local"]
+    rows = {}
+    for what in ("route", "loader"):
+        if f"{what}:remote" not in rates:
+            continue
+        r, q = rates[f"{what}:remote"], rates[f"{what}:local"]
+        rows[what] = {"remote_samples_per_s": med[f"{what}:remote"], "local_samples_per_s": med[f"{what}:local"],
+                      "ratio": med[f"{what}:remote"] / med[f"{what}:local"],
+                      "ratio_per_round": [a / b for a, b in zip(r, q)], "samples": counts[f"{what}:local"][0],
+                      "samples_remote": counts[f"{what}:remote"][0]}
+    rows["route"]["remote_mb_per_s"] = med["route:remote"] * nbytes / n / 2**20
+    rows["route"]["local_mb_per_s"] = med["route:local"] * nbytes / n / 2**20
+    return {"root": root, "local": str(local_dir), "shards": len(entries), "samples": n, "mb": nbytes / 2**20,
+            "rounds": rounds, "batch_size": batch_size,
+            "unit": "samples per wall-clock second, median over rounds", **rows,
+            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+
+
+def _loader_run(shards: list, batch_size: int):
+    from .stream import TrainStream
+
+    n = sum(s.count for s in shards)
+    ds = TrainStream(shards, batch_size=batch_size, transform=_family_transform("alexnet", False),
+                     shuffle_buffer=min(256, n // 2), num_samples=n)
+
+    def run() -> tuple[int, int]:
+        return sum(x.shape[0] for x, _ in ds), 0
+
+    return run
+
+
+def render_remote(r: dict) -> None:
+    print(f"{r['root']}: {r['shards']} shards, {r['samples']} samples, {r['mb']:.1f} MB of images; against the same "
+          f"shards in {r['local']}")
+    print(f"one process, no loader workers, {r['rounds']} alternating rounds, wall time, samples/s (median); load "
+          f"average {r['machine']['loadavg_before'][0]:.1f} on {r['machine']['cpus']} CPUs")
+    labels = {"route": "route alone (tar parsing, counts; sha256 on the remote side; no decode)",
+              "loader": f"training loader (TrainStream + AlexNet crop, decode included, batch {r['batch_size']})"}
+    for what, label in labels.items():
+        if what not in r:
+            continue
+        row = r[what]
+        print(f"  {row['remote_samples_per_s']:9.0f} remote  {row['local_samples_per_s']:9.0f} local  ratio "
+              f"{row['ratio']:.2f} (per round: " + ", ".join(f"{x:.2f}" for x in row["ratio_per_round"])
+              + f")  {label}")

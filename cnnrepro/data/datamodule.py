@@ -19,7 +19,7 @@ from .demo import ensure_demo_shards
 from .ilsvrc import SourceError
 from .imagefolder import folder_manifest
 from .mnist import ensure_mnist_shards, is_idx_dir
-from .shards import read_manifest, resolution_error
+from .shards import read_manifest_or_info, resolution_error
 from .stream import EvalStream, ShardInfo, TrainStream
 from .transforms import TRAIN_TRANSFORMS, BatchNormalize, CenterCrop
 from .verify import check_sizes, raise_problems, verify_shards
@@ -160,11 +160,12 @@ class ImageNetDataModule(pl.LightningDataModule):
             if format == "imagefolder":
                 raise DataConfigError(f"--data.format imagefolder reads a local tree; {self.root} is remote: "
                                       f"write shards with `cnnrepro shards SRC DST`, upload DST, and read that")
-            self.manifest = read_manifest(self.root)  # a ManifestError is a UserError
-        elif format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()):
+            self.manifest = read_manifest_or_info(self.root)  # a ManifestError is a UserError
+        elif format == "imagefolder" or (format == "auto" and not (self.root / "manifest.json").exists()
+                                         and not (self.root / "_info.json").exists()):
             self.manifest, self._file_groups = _read_folder(self.root, format, seed)
         else:
-            self.manifest = read_manifest(self.root)  # a ManifestError is a UserError
+            self.manifest = read_manifest_or_info(self.root)  # a ManifestError is a UserError
         # shards written at a reduced size cannot feed a recipe that needs more pixels (e.g. VGG's
         # scale jitter to 512 on --alexnet256 shards): refuse rather than upsample silently
         for flag, needed in (("--data.resize", resize), ("--data.scale_range", max(scale_range or [0]))):
@@ -193,7 +194,9 @@ class ImageNetDataModule(pl.LightningDataModule):
             # each pixel", which may mean a per-pixel mean image; we subtract the per-channel mean.
             # Under random crops the mean image is nearly flat, so the two differ little.
             if "mean" not in stats:
-                raise DataConfigError(f"{self.root}/manifest.json has no rgb_stats: pass --data.mean")
+                what = ("_info.json (no manifest.json) holds no RGB statistics"
+                        if self.manifest.get("format") == "timm-info" else "manifest.json has no rgb_stats")
+                raise DataConfigError(f"{self.root}/{what}: pass --data.mean")
             mean = stats["mean"]
         self.normalize = BatchNormalize(
             mean=mean,
@@ -218,7 +221,7 @@ class ImageNetDataModule(pl.LightningDataModule):
             return
         splits = ("train", "val") if stage == "fit" else ("val",)
         problems = check_sizes(self.root, self.manifest, splits)
-        if not problems:
+        if not problems and self.manifest.get("format") != "timm-info":  # _info.json holds no sha256
             # a flipped label or pixel in validation changes the reported top-1 with no other sign
             problems = verify_shards(self.root, self.manifest, ("val",))
         raise_problems(self.root, self.manifest, problems)

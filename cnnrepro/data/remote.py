@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 from cnnrepro.errors import UserError
 
 __all__ = ["is_remote", "check_root", "join", "basename", "ShardStream", "read_bytes", "size_problems",
-           "RemoteError", "CorruptSampleError", "RETRIES_ENV", "BACKOFF_ENV"]
+           "RemoteError", "CorruptSampleError", "RETRIES_ENV", "BACKOFF_ENV", "check_store", "store_put", "store_cat",
+           "store_list", "store_rm", "store_md5"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,10 @@ def _open(url: str, offset: int):
         f = fs.open(url, "rb", block_size=0)
         _discard(f, offset)
         return f
+    # the object's size and ETag as they are now, not as an earlier listing in this process saw
+    # them: s3fs checks the ETag while reading and refuses (FileExpired, for every retry) an object
+    # replaced since it was listed
+    fs.invalidate_cache(url)
     f = fs.open(url, "rb", block_size=8 * _CHUNK, cache_type="readahead")
     f.seek(offset)
     return f
@@ -317,3 +322,98 @@ def size_problems(root: str, manifest: dict, shards: list[dict]) -> dict[str, st
         elif "bytes" in sh and listing[sh["name"]] != sh["bytes"]:
             problems[sh["name"]] = f"{url}: {listing[sh['name']]} bytes, the manifest says {sh['bytes']}"
     return problems
+
+
+# --- writing to a store (``cnnrepro shards SRC s3://...``) -----------------------------------------
+
+STORE_SCHEMES = ("s3", "gs", "gcs")
+
+
+def check_store(dst: str) -> str:
+    """A destination the shard writer can upload to: an object store root without credentials."""
+    if dst.startswith("pipe:") or urlsplit(dst).scheme not in STORE_SCHEMES:
+        raise RemoteError(f"DST {dst!r}: shards can be written to a local folder or an object store "
+                          f"(s3://bucket/prefix, gs://bucket/prefix); for HTTP or a pipe, write them to a local "
+                          f"folder and upload it with the server's own tools")
+    try:
+        return check_root(dst)
+    except RemoteError as e:
+        raise RemoteError(str(e).replace("--data.root", "DST")) from None
+
+
+def _store_call(url: str, what: str, fn):
+    """``fn()`` with transient errors retried like a read's; a permanent one named with its fix."""
+    retries = int(os.environ.get(RETRIES_ENV, "5"))
+    backoff = float(os.environ.get(BACKOFF_ENV, "1.0"))
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 -- sorted into permanent and transient just below
+            if isinstance(e, FileNotFoundError) and what != "upload":
+                raise
+            if not _transient(e):
+                if isinstance(e, PermissionError) or getattr(e, "status", None) in (401, 403) or \
+                        "Credentials" in type(e).__name__ or "AccessDenied" in str(e) or "Forbidden" in str(e):
+                    raise RemoteError(
+                        f"{url}: {what} refused ({_describe(e)}): check the credentials the client reads "
+                        f"(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS) "
+                        f"and that they may write to this bucket") from None
+                raise RemoteError(f"{url}: {what} failed ({_describe(e)}): check that the bucket exists and the "
+                                  f"destination is right, then rerun the same command (uploaded shards are "
+                                  f"kept)") from None
+            if attempt == retries:
+                raise RemoteError(f"{url}: {what} failed after {retries} retries ({_describe(e)}): check the store / "
+                                  f"network (more retries: {RETRIES_ENV}) and rerun the same command (uploaded "
+                                  f"shards are kept)") from None
+            delay = backoff * 2 ** attempt
+            log.warning("retry %d/%d of the %s of %s in %.2g s after %s", attempt + 1, retries, what, url, delay,
+                        _describe(e))
+            time.sleep(delay)
+
+
+def store_put(local: str, url: str) -> None:
+    """Upload a local file (one PUT, or a multipart upload for large files: either way the object
+    appears whole or not at all)."""
+    fs = _filesystem(url)
+    _store_call(url, "upload", lambda: fs.put_file(local, url))
+
+
+def store_cat(url: str) -> bytes | None:
+    """A small object's bytes, or None if there is no such object."""
+    fs = _filesystem(url)
+    try:
+        return _store_call(url, "read", lambda: fs.cat_file(url))
+    except FileNotFoundError:
+        return None
+
+
+def store_list(root: str) -> dict[str, dict]:
+    """{name: info} of the objects directly under ``root`` (none if the prefix is empty)."""
+    fs = _filesystem(root)
+    fs.invalidate_cache()  # another process (an earlier run) may have changed the store
+    try:
+        found = _store_call(root, "listing", lambda: fs.find(root, maxdepth=1, detail=True))
+    except FileNotFoundError:
+        return {}
+    return {os.path.basename(p): info for p, info in found.items()}
+
+
+def store_rm(url: str) -> None:
+    fs = _filesystem(url)
+    try:
+        _store_call(url, "removal", lambda: fs.rm_file(url))
+    except FileNotFoundError:
+        pass
+
+
+def store_md5(info: dict) -> str | None:
+    """The MD5 of an object's bytes as its store reports it, where it does: S3's ETag of a single-PUT
+    object (a multipart upload's ETag is not an MD5) or GCS's md5Hash."""
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if re.fullmatch(r"[0-9a-f]{32}", etag):
+        return etag
+    if info.get("md5Hash"):
+        import base64
+
+        return base64.b64decode(info["md5Hash"]).hex()
+    return None

@@ -56,7 +56,8 @@ from .cache import remember_verified
 from .ilsvrc import Source, detect_source, read_item
 
 __all__ = ["write_shards", "check_image", "RejectedImage", "read_manifest", "ManifestError", "resolution_error",
-           "preprocessing_spec", "ShardWriteError", "sha256_file"]
+           "preprocessing_spec", "ShardWriteError", "sha256_file", "read_manifest_or_info", "TimmInfoWarning",
+           "timm_info", "ManifestMissing"]
 
 MANIFEST_VERSION = 2  # 2: shards carry their size in bytes; empty classes are listed
 # Bump when the bytes written for the same inputs change: part records of another version are
@@ -71,6 +72,10 @@ class RejectedImage(Exception):
 
 class ManifestError(UserError):
     """manifest.json is missing, unreadable or not the shard writer's; the message names it and the fix."""
+
+
+class ManifestMissing(ManifestError):
+    """There is no manifest.json (a folder may still have timm's _info.json: ``read_manifest_or_info``)."""
 
 
 class ShardWriteError(UserError):
@@ -163,6 +168,9 @@ class _ShardJob:
     resize_shorter: int | None
     square: bool
     stats: bool
+    # an object store root (data/remote.py): ``dst`` is then a local staging folder, and each
+    # shard is uploaded as soon as it is written
+    store: str | None = None
 
 
 def _shard_name(split: str, index: int) -> str:
@@ -215,7 +223,62 @@ def _reusable(job: _ShardJob, key: str) -> dict | None:
 
 def _run_job(job: _ShardJob) -> dict:
     key = _job_key(job)
+    if job.store is not None:
+        return _uploaded(job, key) or _upload(job, _write_shard(job, key))
     return _reusable(job, key) or _write_shard(job, key)
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _uploaded(job: _ShardJob, key: str) -> dict | None:
+    """The part record of this job's shard if the store already holds exactly what the job would
+    write: the record (uploaded only after its shard) has this job's key, the object has the
+    record's size and, where the store reports one, the record's MD5. Without an MD5 from the
+    store, a bit flipped on the store is not seen here: `cnnrepro shards --verify DST` hashes the
+    objects (and readers check sha256 as they stream)."""
+    from .remote import join, store_cat, store_list, store_md5
+
+    name = _shard_name(job.split, job.index)
+    raw = store_cat(join(join(job.store, ".parts"), name + ".json"))
+    try:
+        rec = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or rec.get("job") != key:
+        return None
+    listing = _LISTING.get(job.store)
+    info = (listing if listing is not None else store_list(job.store)).get(name)
+    if info is None or info.get("size") != rec.get("bytes"):
+        return None
+    md5 = store_md5(info)
+    return rec if md5 is None or md5 == rec.get("md5") else None
+
+
+# the store's listing taken at the start of a conversion (inherited by forked workers): one
+# listing, not one request per shard, tells a rerun which shards are already there
+_LISTING: dict[str, dict] = {}
+
+
+def _upload(job: _ShardJob, rec: dict) -> dict:
+    """Upload a shard written to the staging folder, then its part record (so a record on the store
+    always means its shard is there whole), and remove both local files."""
+    from .remote import join, store_put
+
+    name = rec["name"]
+    local, part = Path(job.dst) / name, Path(job.dst) / ".parts" / (name + ".json")
+    rec = {**rec, "md5": _md5_file(local)}
+    part.write_text(json.dumps(rec))
+    store_put(str(local), join(job.store, name))
+    store_put(str(part), join(join(job.store, ".parts"), name + ".json"))
+    local.unlink()
+    part.unlink()
+    return rec
 
 
 def _ignore_sigint() -> None:
@@ -352,9 +415,15 @@ def write_shards(
     if samples_per_shard < 1:
         raise ValueError(f"--samples-per-shard {samples_per_shard}: must be at least 1")
     pre = preprocessing_spec(resize_shorter, alexnet256)
-    src, dst = Path(src).resolve(), Path(dst)
+    src = Path(src).resolve()
     if source is None:
         source = detect_source(src)
+    from .remote import check_store, is_remote
+
+    if isinstance(dst, str) and is_remote(dst):
+        return _write_to_store(src, check_store(dst), source, pre, samples_per_shard=samples_per_shard,
+                               workers=workers, seed=seed, progress=progress)
+    dst = Path(dst)
     try:
         return _write_all(src, dst, source, pre, samples_per_shard=samples_per_shard, workers=workers, seed=seed,
                           progress=progress)
@@ -362,12 +431,33 @@ def write_shards(
         raise _write_error(e, dst) from None
 
 
+def _write_to_store(src: Path, store: str, source: Source, pre: dict, **kw) -> dict:
+    """Shards written one by one to a local staging folder (``TMPDIR``; it holds at most one shard
+    per worker at a time) and each uploaded as soon as it is complete; then _info.json, then the
+    manifest, last. Resumable like the local writer: the part records live on the store."""
+    import shutil
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix="cnnrepro-shards-"))
+    try:
+        return _write_all(src, staging, source, pre, store=store, **kw)
+    except OSError as e:  # the staging folder failed (the store's errors are RemoteErrors)
+        raise _write_error(e, staging) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _LISTING.pop(store, None)
+
+
 def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_shard: int, workers: int | None,
-               seed: int, progress: bool) -> dict:
+               seed: int, progress: bool, store: str | None = None) -> dict:
+    from .remote import join, store_list, store_put, store_rm
+
     dst.mkdir(parents=True, exist_ok=True)
     (dst / ".parts").mkdir(exist_ok=True)
     # no manifest while the shards change: a reader sees either a finished conversion or none
     (dst / "manifest.json").unlink(missing_ok=True)
+    if store is not None:
+        store_rm(join(store, "manifest.json"))
     wnids = source.wnids
     cls_of = source.class_index()
     splits = source.splits
@@ -388,11 +478,19 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         for k in range(0, len(items), samples_per_shard):
             jobs.append(
                 _ShardJob(split, k // samples_per_shard, items[k : k + samples_per_shard], str(src), str(dst),
-                          pre["shorter_side"], pre["square"], stats=(split == "train"))
+                          pre["shorter_side"], pre["square"], stats=(split == "train"), store=store)
             )
     # shards, part records and temporary files that this conversion does not write (an earlier,
     # larger one did, or an interrupted one left them) would be mistaken for its own
     names = {_shard_name(j.split, j.index) for j in jobs}
+    if store is not None:
+        listing = _LISTING[store] = store_list(store)
+        for name in listing:
+            if SHARD_NAME.match(name) and name not in names:
+                store_rm(join(store, name))
+        for name in store_list(join(store, ".parts")):
+            if name.removesuffix(".json") not in names:
+                store_rm(join(join(store, ".parts"), name))
     for f in dst.iterdir():
         if SHARD_NAME.match(f.name) and f.name not in names:
             f.unlink()
@@ -406,7 +504,7 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {dst}")
+        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {store or dst}")
     pool = None
     if workers == 1:
         results = map(_run_job, jobs)
@@ -468,6 +566,13 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
     n = sum(r["rgb_moments"]["pixels"] for r in train_recs)
     if n:
         manifest["rgb_stats"] = rgb_stats_from_moments(s1, s2, n)
+    if store is not None:
+        (dst / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (dst / "_info.json").write_text(json.dumps(timm_info(manifest, store.rstrip("/").rpartition("/")[2]),
+                                                   indent=1))
+        store_put(str(dst / "_info.json"), join(store, "_info.json"))
+        store_put(str(dst / "manifest.json"), join(store, "manifest.json"))  # last: the conversion is complete
+        return manifest
     # every shard was hashed just now (written or reused): a reader need not hash them again
     remember_verified(dst, manifest)
     _write_timm_info(dst, manifest)
@@ -481,18 +586,25 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
 TIMM_SPLITS = {"train": "train", "val": "validation"}
 
 
-def _write_timm_info(dst: Path, manifest: dict) -> None:
-    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
-    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
-    per split its shard files, their sample counts and the total. timm reads the class from each
-    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
-    info = {"name": dst.name, "splits": {}}
+def timm_info(manifest: dict, name: str) -> dict:
+    """timm's _info.json for a manifest; ``num_classes`` is ours (timm ignores keys it does not read):
+    it lets a folder that has lost its manifest still be read (``info_manifest``)."""
+    info = {"name": name, "num_classes": len(manifest["classes"]), "splits": {}}
     for ours, theirs in TIMM_SPLITS.items():
         if ours in manifest:
             shards = manifest[ours]["shards"]
             info["splits"][theirs] = {"name": theirs, "num_samples": manifest[ours]["samples"],
                                       "filenames": [sh["name"] for sh in shards],
                                       "shard_lengths": [sh["count"] for sh in shards]}
+    return info
+
+
+def _write_timm_info(dst: Path, manifest: dict) -> None:
+    """timm's ``_info.json`` beside the manifest (written before it, so the manifest stays last), for
+    timm's WebDataset reader (timm/data/readers/reader_wds.py, ``--dataset wds/NAME --data-dir DST``):
+    per split its shard files, their sample counts and the total. timm reads the class from each
+    sample's ``.cls``, as we do; it checks neither sha256 nor counts."""
+    info = timm_info(manifest, dst.name)
     tmp = dst / "_info.json.tmp"
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, dst / "_info.json")
@@ -508,7 +620,7 @@ def read_manifest(root: str | Path) -> dict:
         return _read_remote_manifest(root)
     path = Path(root) / "manifest.json"
     if not path.exists():
-        raise ManifestError(
+        raise ManifestMissing(
             f"{path} not found: --data.root must be a folder of shards written by "
             f"`cnnrepro shards SRC DST` (or `demo` for the built-in demo data); a conversion still "
             f"running (or interrupted) has no manifest yet: let it finish (rerun the same command)"
@@ -532,9 +644,10 @@ def _read_remote_manifest(root: str) -> dict:
     try:
         data = read_bytes(url)
     except CorruptSampleError as e:  # a missing object, or the transfer failed after its retries
-        raise ManifestError(str(e).replace("upload the shard again", "upload it") if "no such object" not in str(e)
-                            else f"{url} not found: --data.root must hold shards written by `cnnrepro shards SRC DST` "
-                                 f"with their manifest.json (upload the whole DST; the manifest last)") from None
+        if "no such object" in str(e):
+            raise ManifestMissing(f"{url} not found: --data.root must hold shards written by `cnnrepro shards SRC DST` "
+                                  f"with their manifest.json (upload the whole DST; the manifest last)") from None
+        raise ManifestError(str(e).replace("upload the shard again", "upload it")) from None
     except RemoteError as e:
         raise ManifestError(str(e)) from None
     rewrite = f"upload the manifest.json written by `cnnrepro shards SRC DST` to {root}"
@@ -568,3 +681,86 @@ def _manifest_problem(m) -> str | None:
         if entry.get("samples") != sum(sh["count"] for sh in entry["shards"]):
             return f"'{split}.samples' is not the sum of its shards' counts"
     return None
+
+
+class TimmInfoWarning(UserWarning):
+    """A shard folder read through timm's _info.json: the note says which guarantees do not hold."""
+
+
+def _read_info(root) -> tuple[dict, str] | None:
+    """(timm's _info.json of ``root``, its path), or None if there is none."""
+    from .remote import is_remote, join, read_bytes
+    from .stream import CorruptSampleError
+
+    if is_remote(root):
+        where = join(root, "_info.json")
+        try:
+            raw = read_bytes(where)
+        except CorruptSampleError as e:
+            if "no such object" in str(e):
+                return None
+            raise ManifestError(str(e)) from None
+    else:
+        where = str(Path(root) / "_info.json")
+        if not Path(where).is_file():
+            return None
+        raw = Path(where).read_bytes()
+    try:
+        return json.loads(raw), where
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ManifestError(f"{where} is not readable JSON ({type(e).__name__}: {e}); rewrite the folder with "
+                            f"`cnnrepro shards SRC DST`, which writes manifest.json and _info.json") from None
+
+
+def read_manifest_or_info(root) -> dict:
+    """``read_manifest(root)``; for a folder with no manifest.json but timm's _info.json (a copy that
+    lost its manifest, or shards written for timm), what can be built from the _info.json, with
+    one TimmInfoWarning naming the guarantees that then do not hold."""
+    try:
+        return read_manifest(root)
+    except ManifestMissing as missing:
+        found = _read_info(root)
+        if found is None:
+            raise missing from None
+    info, where = found
+    m = info_manifest(info, where)
+    warnings.warn(
+        f"{where}: no manifest.json, so the shards are read through timm's _info.json. Still guaranteed: the "
+        f"shard names and per-shard sample counts (exact epochs, exactly-once validation, a shard with another "
+        f"count stops the run). NOT checked: shard sizes and sha256 (bit flips, replaced shards), the class list "
+        f"({m['num_classes_from']}; class names unknown, and without sha256 nothing ties the shards' labels to it), "
+        f"the preprocessing "
+        f"and resolution; no RGB statistics (pass --data.mean). For all checks, write a manifest: "
+        f"`cnnrepro shards SRC DST`", TimmInfoWarning, stacklevel=2)
+    return m
+
+
+def info_manifest(info: dict, where: str) -> dict:
+    """A manifest of the shape the readers use, from timm's _info.json (timm/data/readers/reader_wds.py:
+    ``splits.<name>.{filenames, shard_lengths, num_samples}``; timm's ``validation`` is our ``val``).
+    The class count comes from ``num_classes`` (our writer adds it; timm itself takes --num-classes)."""
+    bad = f"{where}: it is damaged or not timm's _info.json; rewrite the folder with `cnnrepro shards SRC DST`"
+    splits = info.get("splits") if isinstance(info, dict) else None
+    if not isinstance(splits, dict):
+        raise ManifestError(f"{where} has no 'splits' object: {bad}")
+    n = info.get("num_classes")
+    if not isinstance(n, int) or n < 1:
+        raise ManifestError(f"{where} has no 'num_classes' (the number of classes, which timm's _info.json need "
+                            f"not hold): add \"num_classes\": N to it, or write a manifest with `cnnrepro shards "
+                            f"SRC DST`")
+    m: dict = {"version": "timm-info", "format": "timm-info", "num_classes_from": f"num_classes {n} from _info.json",
+               "classes": [{"index": i, "wnid": f"class{i}", "name": f"class{i}"} for i in range(n)]}
+    for ours, names in (("train", ("train",)), ("val", ("validation", "val"))):
+        split = next((splits[k] for k in names if k in splits), None)
+        if split is None:
+            continue
+        files, lengths = split.get("filenames"), split.get("shard_lengths")
+        if not (isinstance(files, list) and isinstance(lengths, list) and len(files) == len(lengths)
+                and all(isinstance(c, int) and c >= 0 for c in lengths)):
+            raise ManifestError(f"{where}: split {names[0]!r} needs 'filenames' and 'shard_lengths' of equal "
+                                f"length (sample counts per shard): {bad}")
+        if split.get("num_samples", sum(lengths)) != sum(lengths):
+            raise ManifestError(f"{where}: split {names[0]!r} has num_samples {split.get('num_samples')} but its "
+                                f"shard_lengths sum to {sum(lengths)}: {bad}")
+        m[ours] = {"samples": sum(lengths), "shards": [{"name": f, "count": c} for f, c in zip(files, lengths)]}
+    return m

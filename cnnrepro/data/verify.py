@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cnnrepro.errors import UserError
 
-from .cache import load_verified, save_verified, stat_key, remember_verified
+from .cache import load_verified, remember_verified, save_verified, stat_key
 from .shards import ManifestError, read_manifest, sha256_file
 
 __all__ = ["ShardCheckError", "check_sizes", "verify_shards", "remember_verified", "verify_command"]
@@ -108,18 +108,48 @@ def raise_problems(root: Path, manifest: dict, problems: list[str]) -> None:
                               + "; ".join(problems[:5]) + more + "; " + rewrite_hint(root, manifest))
 
 
+def verify_remote(root: str, manifest: dict, splits=("train", "val"), *, progress: bool = False) -> list[str]:
+    """Problems of the shards of a remote root: missing or of another size (one listing), then the
+    sha256 of every other one, streamed (nothing is cached: the store may change under us)."""
+    from .remote import CorruptSampleError, ShardStream, join, size_problems
+
+    shards = _shards(manifest, splits)
+    sized = size_problems(root, manifest, shards)
+    problems = list(sized.values())
+    todo = [sh for sh in shards if sh["name"] not in sized]
+    if progress:
+        from tqdm import tqdm
+
+        todo = tqdm(todo, unit="shard", desc=f"sha256 {root}")
+    for sh in todo:
+        s = ShardStream(join(root, sh["name"]), size=sh.get("bytes"), sha256=sh["sha256"])
+        try:
+            s.finish()  # reads the object to its end, then checks size and sha256
+        except CorruptSampleError as e:
+            problems.append(str(e).split("; upload the shard again")[0])
+        finally:
+            s.close()
+    return problems
+
+
 def verify_command(dst: str | Path) -> int:
-    """`cnnrepro shards --verify DST`: hash every shard; 0 if all match, else 1 after naming each bad one."""
-    root = Path(dst)
+    """`cnnrepro shards --verify DST`: hash every shard; 0 if all match, else 1 after naming each bad one.
+    DST may be a remote root (data/remote.py): its shards are streamed and hashed."""
+    from .remote import check_root, is_remote
+
+    remote = is_remote(dst)
+    root = check_root(dst) if remote else Path(dst)
     manifest = read_manifest(root)
     if manifest.get("format") == "imagefolder":
         raise ManifestError(f"{root}/manifest.json describes an unconverted tree: there are no shards to verify")
-    problems = verify_shards(root, manifest, progress=True)
+    problems = (verify_remote if remote else verify_shards)(root, manifest, progress=True)
     n = len(_shards(manifest, ("train", "val")))
     if not problems:
         print(f"{root}: all {n} shards match manifest.json (size and sha256)")
         return 0
     for p in problems:
         print(f"BAD {p}", file=sys.stderr)
-    print(f"{len(problems)} of {n} shards are bad: {rewrite_hint(root, manifest)}", file=sys.stderr)
+    fix = (f"rewrite and upload them with `cnnrepro shards {manifest.get('source', 'SRC')} {root}` (it uploads "
+           f"exactly the shards that differ from the ones it would write)" if remote else rewrite_hint(root, manifest))
+    print(f"{len(problems)} of {n} shards are bad: {fix}", file=sys.stderr)
     return 1

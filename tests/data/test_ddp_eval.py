@@ -9,10 +9,6 @@ wait has a timeout, and a hung run fails the test instead of hanging it).
 
 import importlib.util
 import io
-import json
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,8 @@ import webdataset as wds
 from PIL import Image
 
 from cnnrepro.data.stream import ShardInfo, split_range
+
+from ddp_runner import run_ranks
 
 WORKER = Path(__file__).with_name("ddp_eval_worker.py")
 COUNTS = [7, 1, 12, 5, 4]  # 29 samples in uneven shards: no world size divides it
@@ -50,33 +48,12 @@ def shards(tmp_path_factory):
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_ranks(shards, tmp_path, world: int, workers: int, *extra: str, timeout: int) -> list[dict]:
     """Run ddp_eval_worker.py as ``world`` real gloo processes; each rank's result dict."""
-    out = tmp_path / "result.json"
-    port = _free_port()
-    arg = json.dumps([[s.url, s.count] for s in shards])
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), arg, str(r), str(world), str(port), str(workers), str(out),
-                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for r in range(world)
-    ]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    return json.loads(out.read_text())
+    _, logs, ranks = run_ranks([[s.url, s.count] for s in shards], tmp_path, world, workers, *extra,
+                                   timeout=timeout)
+    assert ranks is not None, logs
+    return ranks
 
 
 @pytest.mark.slow

@@ -7,8 +7,6 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,53 +14,24 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from ddp_runner import run_ranks
+from servers import free_port as _free_port
+from servers import http_server, moto_server
+from servers import start as _start
+from servers import stop as _stop
+from servers import wait_for_port as _wait_for_port
+from test_shards import _tree
 from torch.utils.data import DataLoader
 
 from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
-from cnnrepro.errors import UserError
-from cnnrepro.data.remote import RETRIES_ENV, BACKOFF_ENV, ShardStream
+from cnnrepro.data.remote import BACKOFF_ENV, RETRIES_ENV, ShardStream
 from cnnrepro.data.shards import write_shards
 from cnnrepro.data.stream import CorruptSampleError, EvalStream
 from cnnrepro.data.verify import ShardCheckError
-
-from test_shards import _tree
+from cnnrepro.errors import UserError
 
 HERE = Path(__file__).parent
 BUCKET = "cnnrepro-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(cmd: list, log: Path) -> subprocess.Popen:
-    # the servers log every request: to a file, since a pipe nobody reads fills and blocks them
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: see {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"no server on 127.0.0.1:{port} after {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, 15)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, 9)
-            proc.wait()
 
 
 def _flip_bit(path: Path) -> None:
@@ -89,45 +58,19 @@ def local(tmp_path_factory):
 @pytest.fixture(scope="module")
 def http_root(local):
     _, served = local
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(served)],
-                  served.with_name("http.log"))
-    try:
-        _wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with http_server(served, served.with_name("http.log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def s3_server(local):
-    """moto's S3 server with the served folders uploaded under s3://BUCKET/<name>/; the AWS_*
-    variables are the client's usual credential and endpoint route."""
+    """moto's S3 server with the served folders uploaded under s3://BUCKET/<name>/."""
     _, served = local
-    port = _free_port()
-    proc = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                  served.with_name("moto.log"))
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        _wait_for_port(port, proc)
-        import boto3
-
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
+    with moto_server(served.with_name("moto.log"), BUCKET) as s3:
         for f in sorted(served.rglob("*")):
             if f.is_file() and ".parts" not in f.parts:
                 s3.upload_file(str(f), BUCKET, f.relative_to(served).as_posix())
         yield f"s3://{BUCKET}"
-    finally:
-        _stop(proc)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
@@ -294,6 +237,7 @@ def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_met
     base = request.getfixturevalue("http_root" if proto == "http" else "s3_server")
     sys.path.insert(0, str(HERE))
     import ddp_eval_worker as worker
+
     from cnnrepro.data.stream import ShardInfo
 
     dst, _ = local
@@ -301,27 +245,13 @@ def test_two_ddp_processes_validate_exactly_once_from_a_store_with_the_local_met
     ref = [ShardInfo(str(dst / s["name"]), s["count"]) for s in m["val"]["shards"]]
     ref_idx, ref_top1, ref_top5, _ = worker.evaluate(ref, rank=0, world=1, workers=0)
     folder = "flipped" if damaged else "intact"
-    arg = json.dumps([[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]]
-                      for s in m["val"]["shards"]])
-    out, port = tmp_path / "result.json", _free_port()
-    procs = [subprocess.Popen([sys.executable, str(HERE / "ddp_eval_worker.py"), arg, str(r), "2", str(port), "1",
-                               str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=120)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.kill(p.pid, 9)
-                p.wait()
+    rows = [[f"{base}/{folder}/{s['name']}", s["count"], s["sha256"], s["bytes"]] for s in m["val"]["shards"]]
+    codes, logs, ranks = run_ranks(rows, tmp_path, 2, 1, timeout=120)
     if damaged:
-        assert any(p.returncode != 0 for p in procs)
-        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in "".join(logs)
+        assert any(c != 0 for c in codes)
+        assert "flipped/val-000001.tar: the sha256 of the streamed bytes differs" in logs
         return
-    assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    ranks = json.loads(out.read_text())
+    assert ranks is not None, logs
     seen = [i for r in ranks for i in r["indices"]]
     assert sorted(seen) == sorted(ref_idx) == list(range(m["val"]["samples"]))
     for r in ranks:
