@@ -308,20 +308,21 @@ class CnnreproCLI(LightningCLI):
     def _wire_weights(self, loaded, pre: str | None, protocol_args) -> bool:
         """Preprocessing of --weights: True if the library's own (one centre view) was wired, False
         if the protocol's pixels are to be built (normalised with the weights' mean/std if known)."""
-        name, scales, ratio, variant, reduced = protocol_args
+        name, scales, ratio, _variant, reduced = protocol_args
         lib = loaded.preprocessing
         if pre not in (None, "library", "protocol"):
-            lib = library_preprocessing(pre)
+            lib = library_preprocessing(pre)  # a file's: the metadata of the library weights named
         plain_center = name == "center" and scales is None and ratio is None and not reduced
-        use_library = pre != "protocol" and lib is not None and (pre is not None or plain_center)
         if pre == "library" and lib is None:
             raise UserError(f"--weights_preprocessing library: {loaded.spec} carries no library metadata; name the "
                             f"library weights whose preprocessing it uses (--weights_preprocessing "
                             f"torchvision:NAME[:ENUM] or timm:NAME[.TAG])")
-        if use_library and not plain_center:
-            raise UserError(f"--weights_preprocessing {pre}: the library's preprocessing is one centre crop; "
+        if pre == "library" and not plain_center:
+            raise UserError(f"--weights_preprocessing library: the library's preprocessing is one centre crop; "
                             f"--protocol {name} (and its --protocol_* settings) prescribes its own pixels: use "
                             f"--weights_preprocessing protocol")
+        # a paper protocol prescribes its own pixels; the weights keep their own mean/std either way
+        use_library = pre != "protocol" and lib is not None and plain_center
         dm = self.datamodule
         if lib is not None:
             dm.normalize = WeightsNormalize(lib.params["mean"], lib.params["std"])
