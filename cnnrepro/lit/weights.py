@@ -334,9 +334,16 @@ def _check_size(source: str) -> int:
 CHECK_RTOL = 1e-3
 
 
-def _library_model_with(source: str, state_dict: dict, num_classes: int) -> nn.Module:
+def _library_model_with(source: str, state_dict: dict, num_classes: int, spec: str) -> nn.Module:
     m = _library_model(source, num_classes)
-    m.load_state_dict(state_dict, strict=True)
+    try:
+        m.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        # e.g. a file saved from a library model built with other options (an auxiliary head)
+        raise WeightsError(f"--weights {spec}: converter {source} reads the file, but {source}'s own default model "
+                           f"does not load it ({str(e).splitlines()[1].strip()[:160] if chr(10) in str(e) else e}), "
+                           f"so the conversion cannot be checked; save the file from the library's default "
+                           f"model") from None
     return m
 
 
@@ -404,10 +411,18 @@ def load_weights(model: nn.Module, arch: str, spec: str, *, allow_download: bool
             model.load_state_dict(ours, strict=True)
             check = None
             if conv != "cnnrepro checkpoint":
-                if lib_model is None:  # a file: the library's own model holding the same tensors
-                    lib_model = partial(_library_model_with, conv, sd)
+                # a file: the library's own model holding the same tensors, built for the check
+                library = lib_model if lib_model is not None else partial(_library_model_with, conv, sd, spec=spec)
                 size = preprocessing.params["crop"] if preprocessing is not None else _check_size(conv)
-                check = check_same_function(model, lib_model, size, conv, spec)
+                try:
+                    check = check_same_function(model, library, size, conv, spec)
+                except WeightsError as e:
+                    if len(candidates) == 1:
+                        raise
+                    # a file read by two converters (e.g. torchvision's and timm's inception_v3):
+                    # the one whose library model computes our function is the file's library
+                    why.append(str(e).removeprefix(f"--weights {spec}: "))
+                    continue
             return LoadedWeights(spec=spec, source=source, file=str(wfile), sha256=file_sha256(wfile),
                                  converter=conv, preprocessing=preprocessing, check=check)
         why.append(f"converter {conv}: first mismatching tensor {bad}")
