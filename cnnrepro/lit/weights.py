@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from cnnrepro.errors import UserError
-from cnnrepro.models.interop import convert_library_weights, converters_for
+from cnnrepro.models.interop import convert_library_weights, converters_for, list_converters
 
 __all__ = ["WeightsError", "LoadedWeights", "LibraryPreprocessing", "LibraryEvalViews", "WeightsNormalize",
            "load_weights", "library_preprocessing", "parse_spec", "file_sha256", "FILE_SUFFIXES"]
@@ -395,9 +395,10 @@ def load_weights(model: nn.Module, arch: str, spec: str, *, allow_download: bool
         wfile, preprocessing = path, None
     else:
         if f"{lib}:{name}" not in converters_for(arch):  # before anything is read
-            raise WeightsError(f"--weights {spec}: no converter from {lib}:{name} into {arch!r} (for it: "
-                               f"{', '.join(converters_for(arch)) or 'none'}); choose the recipe of the matching "
-                               f"architecture (`cnnrepro models` lists them)")
+            takers = [n for (n, s) in list_converters() if s == f"{lib}:{name}"]
+            raise WeightsError(f"--weights {spec}: no converter from {lib}:{name} into {arch!r} (into it: "
+                               f"{', '.join(converters_for(arch)) or 'none'}); {lib}:{name}'s weights go into "
+                               f"{', '.join(takers) or 'none of our models'}: use that recipe")
         lib_model, conv, source, wfile = _library_state_dict(spec, lib, name, sub, allow_download)
         candidates = [(conv, _convert(arch, conv, lib_model.state_dict()))]
         preprocessing = library_preprocessing(spec)

@@ -156,6 +156,10 @@ def test_torchvision_weights_come_from_torch_hubs_cache(tmp_path, monkeypatch, n
     assert load_weights(create_model("resnet18"), "resnet18", "torchvision:resnet18").sha256 == _sha(cached)
     with pytest.raises(WeightsError, match="ResNet18_Weights has no 'IMAGENET9K'; it has IMAGENET1K_V1"):
         load_weights(create_model("resnet18"), "resnet18", "torchvision:resnet18:IMAGENET9K")
+    # torchvision's ResNet-50 is v1.5: refused by the paper's v1 before anything is read
+    with pytest.raises(WeightsError, match=r"no converter from torchvision:resnet50 into 'resnet50' \(into it: "
+                                           r"none\); torchvision:resnet50's weights go into resnet50_v1_5: use"):
+        load_weights(create_model("resnet50"), "resnet50", "torchvision:resnet50:IMAGENET1K_V1")
 
 
 @pytest.mark.slow  # ResNeXt-101 built twice
