@@ -102,3 +102,13 @@ def test_validate_library_weights_from_the_cache_only(tmp_path, data):
     assert p.stderr.strip().splitlines()[-1].endswith(
         f"--weights {TV18} does not fit resnet18: converter torchvision:resnet18: first mismatching tensor fc.weight "
         f"(expected (10, 512), got (1000, 512))")
+
+
+@pytest.mark.slow
+def test_weights_flags_belong_to_validate_and_test(tmp_path, data):
+    p = run(["fit", RESNET18, "--data.root", str(data / "shards"), *QUIET, "--weights", TV18], tmp_path, tmp_path)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "--weights/--allow-download/--weights_preprocessing apply to `cnnrepro validate`" in p.stderr
+    p = run(["validate", RESNET18, "--data.root", str(data / "shards"), *QUIET, "--allow-download"], tmp_path, tmp_path)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].endswith("--allow-download/--weights_preprocessing go with --weights SPEC")
