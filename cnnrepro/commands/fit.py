@@ -3,6 +3,7 @@
 RECIPE is the first argument when it does not start with ``-``; its ``extends`` chain becomes the
 ``--config`` files (cnnrepro/recipes.py). Everything else is LightningCLI's syntax
 (``cnnrepro fit RECIPE --help`` lists every key). The run itself is cnnrepro/lit/cli.py.
+``validate``/``test`` also take ``--weights SPEC`` (released or saved weights, cnnrepro/lit/weights.py).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from pytorch_lightning.loggers import WandbLogger
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
 from cnnrepro.eval import PROTOCOLS, build_protocol
-from cnnrepro.eval.protocols import TENCROP_VARIANTS
+from cnnrepro.eval.protocols import TENCROP_VARIANTS, Protocol
 from cnnrepro.results import records
 from cnnrepro.results.table import load_paper_numbers, render_markdown, table_rows
 
@@ -41,6 +41,7 @@ from .module import ClassifierModule
 from .preemption import Preemption, slurm_plugins
 from .resume import ExactResume
 from .runs import RunFolder
+from .weights import LibraryEvalViews, WeightsNormalize, library_preprocessing, load_weights
 
 __all__ = ["CnnreproCLI", "run_command", "parse_only", "instantiate_model_and_data", "COMMANDS"]
 
@@ -86,6 +87,8 @@ class CnnreproCLI(LightningCLI):
         self._ckpt_hparams: tuple[str | None, dict] = (None, {})  # (--ckpt_path file, its hparams)
         self.t_start = time.time()
         self.eval_protocol = None  # cnnrepro.eval.Protocol of validate/test --protocol
+        self.weights = None  # lit.weights.LoadedWeights of validate/test --weights
+        self.weights_preprocessing: str | None = None  # "library:<desc>" or "protocol:<name>"
         self.run: RunFolder | None = None
         self.history: RunHistory | None = None  # fit: every attempt of the run (lit/callbacks.py)
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -135,6 +138,18 @@ class CnnreproCLI(LightningCLI):
                                  "256,288,320,352), the 3 of multicrop150[+dense] (default 256,384,512)")
         parser.add_argument("--protocol_crop_ratio", type=Optional[float], default=None,
                             help="center/flip/tencrop: crop / shorter side (e.g. 0.875); default data.crop/data.resize")
+        # released or saved weights evaluated under a protocol (cnnrepro/lit/weights.py)
+        parser.add_argument("--weights", type=Optional[str], default=None,
+                            help="validate/test these weights instead of a checkpoint: torchvision:NAME[:ENUM], "
+                                 "timm:NAME[.TAG], or a .pth/.safetensors/.ckpt file; library weights are read "
+                                 "from the library's cache only (see --allow-download)")
+        parser.add_argument("--allow-download", type=bool, default=False, nargs="?", const=True,
+                            help="--weights: let torchvision/timm download weights missing from their cache")
+        parser.add_argument("--weights_preprocessing", type=Optional[str], default=None,
+                            help="--weights: 'library' (the weights' own resize/crop/interpolation/mean/std; the "
+                                 "default for library weights under --protocol center), 'protocol' (the "
+                                 "protocol's pixels, the weights' mean/std), or a library SPEC whose preprocessing "
+                                 "a weight file gets (a file carries none)")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
     def _parse_ckpt_path(self) -> None:
@@ -263,14 +278,70 @@ class CnnreproCLI(LightningCLI):
             raise UserError("--protocol/--protocol_scales/--protocol_crop_ratio/--protocol_tencrop_variant/"
                             "--protocol_reduced_decode apply to `cnnrepro validate` and `cnnrepro test`; fit "
                             "validates every epoch with the recipe's centre crop (data.resize, data.crop)")
+        self._weights_args(None)
+
+    def _weights_args(self, name: str | None) -> tuple[str | None, bool, str | None]:
+        cfg = self._cfg()
+        spec, download, pre = cfg.get("weights"), bool(cfg.get("allow_download")), cfg.get("weights_preprocessing")
+        if name is None and (spec is not None or download or pre is not None):
+            raise UserError("--weights/--allow-download/--weights_preprocessing apply to `cnnrepro validate` and "
+                            "`cnnrepro test` (evaluating given weights); fit trains from the recipe's initialisation")
+        if spec is None and (download or pre is not None):
+            raise UserError("--allow-download/--weights_preprocessing go with --weights SPEC")
+        if spec is not None and cfg.get("ckpt_path") is not None:
+            raise UserError("give --weights or --ckpt_path, not both (a cnnrepro checkpoint also works as --weights)")
+        return spec, download, pre
 
     def _wire_protocol(self):
         name, scales, ratio, variant, reduced = self._protocol_args()
         dm = self.datamodule
+        spec, download, pre = self._weights_args(name)
+        self.weights = None
+        if spec is not None:
+            self.weights = load_weights(self.model.model, self.model.hparams.arch, spec, allow_download=download)
+            if self._wire_weights(self.weights, pre, (name, scales, ratio, variant, reduced)):
+                return
         self.eval_protocol = build_protocol(name, crop=dm.hparams.crop, resize=dm.hparams.resize,
                                             scales=scales, crop_ratio=ratio, tencrop_variant=variant,
                                             reduced_decode=reduced)
         dm.protocol = self.model.eval_protocol = self.eval_protocol
+
+    def _wire_weights(self, loaded, pre: str | None, protocol_args) -> bool:
+        """Preprocessing of --weights: True if the library's own (one centre view) was wired, False
+        if the protocol's pixels are to be built (normalised with the weights' mean/std if known)."""
+        name, scales, ratio, _variant, reduced = protocol_args
+        lib = loaded.preprocessing
+        if pre not in (None, "library", "protocol"):
+            lib = library_preprocessing(pre)  # a file's: the metadata of the library weights named
+        plain_center = name == "center" and scales is None and ratio is None and not reduced
+        if pre == "library" and lib is None:
+            raise UserError(f"--weights_preprocessing library: {loaded.spec} carries no library metadata; name the "
+                            f"library weights whose preprocessing it uses (--weights_preprocessing "
+                            f"torchvision:NAME[:ENUM] or timm:NAME[.TAG])")
+        if pre == "library" and not plain_center:
+            raise UserError(f"--weights_preprocessing library: the library's preprocessing is one centre crop; "
+                            f"--protocol {name} (and its --protocol_* settings) prescribes its own pixels: use "
+                            f"--weights_preprocessing protocol")
+        # a paper protocol prescribes its own pixels; the weights keep their own mean/std either way
+        use_library = pre != "protocol" and lib is not None and plain_center
+        dm = self.datamodule
+        if lib is not None:
+            dm.normalize = WeightsNormalize(lib.params["mean"], lib.params["std"])
+        else:
+            print(f"cnnrepro: {loaded.spec} carries no preprocessing metadata: the recipe's data.mean/data.std "
+                  f"normalise it (--weights_preprocessing torchvision:NAME[:ENUM] or timm:NAME[.TAG] uses a "
+                  f"library's)", file=sys.stderr)
+        if not use_library:
+            self.weights_preprocessing = f"protocol:{name}"
+            return False
+        self.weights_preprocessing = f"library:{lib.desc}"
+        p = lib.params
+        self.eval_protocol = Protocol(
+            "center", LibraryEvalViews(lib.transform),
+            {"resize": p["resize"], "crop": p["crop"], "scales": [p["resize"]],
+             "preprocessing": {"library": lib.desc, "decode": "full (PIL)", "transform": repr(lib.transform)}}, 1)
+        dm.protocol = self.model.eval_protocol = self.eval_protocol
+        return True
 
     before_validate = before_test = _wire_protocol
 
@@ -288,6 +359,7 @@ class CnnreproCLI(LightningCLI):
                                        self.history.totals()["throughput_totals"] if self.history else None)
                               for c in self.trainer.callbacks if isinstance(c, Throughput)), {}),
             t_start=self.t_start, history=self.history,
+            weights=self.weights.record(self.weights_preprocessing) if self.weights is not None else None,
         )
         if rec is None:
             print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-__all__ = ["register_converter", "load_library_weights", "list_converters"]
+__all__ = ["register_converter", "load_library_weights", "list_converters", "converters_for", "convert_library_weights"]
 
 StateDict = Mapping[str, torch.Tensor]
 _CONVERTERS: dict[tuple[str, str], Callable[[StateDict], dict[str, torch.Tensor]]] = {}
@@ -38,16 +38,24 @@ def list_converters() -> list[tuple[str, str]]:
     return sorted(_CONVERTERS)
 
 
-def load_library_weights(model: nn.Module, model_name: str, source: str, weights: nn.Module | StateDict) -> nn.Module:
+def converters_for(model_name: str) -> list[str]:
+    """The library models (``"torchvision:resnet50"``, ...) whose weights convert into ``model_name``."""
+    return [s for (n, s) in list_converters() if n == model_name]
+
+
+def convert_library_weights(model_name: str, source: str, weights: nn.Module | StateDict) -> dict[str, torch.Tensor]:
+    """The library model ``source``'s state dict under our model's names (not yet loaded)."""
     import cnnrepro.models  # noqa: F401
 
     try:
         convert = _CONVERTERS[(model_name, source)]
     except KeyError:
-        have = [s for (n, s) in _CONVERTERS if n == model_name]
         raise KeyError(
-            f"no converter from {source!r} to {model_name!r}; available for it: {have or 'none'}"
+            f"no converter from {source!r} to {model_name!r}; available for it: {converters_for(model_name) or 'none'}"
         ) from None
-    sd = weights.state_dict() if isinstance(weights, nn.Module) else weights
-    model.load_state_dict(convert(sd), strict=True)
+    return convert(weights.state_dict() if isinstance(weights, nn.Module) else weights)
+
+
+def load_library_weights(model: nn.Module, model_name: str, source: str, weights: nn.Module | StateDict) -> nn.Module:
+    model.load_state_dict(convert_library_weights(model_name, source, weights), strict=True)
     return model

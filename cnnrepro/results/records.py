@@ -38,7 +38,7 @@ _TYPES = {
     "protocol": (str,), "top1": _NUM, "top5": _NUM, "epochs": (*_NUM, type(None)), "wall_seconds": _NUM,
     "hardware": (dict,), "protocol_params": (dict, type(None)), "arch_kwargs": (dict, type(None)),
     "samples_expected": (int, type(None)), "split": (str, type(None)), "command": (str, type(None)),
-    "seed": (int, type(None)), "attempts": (list, type(None)),
+    "seed": (int, type(None)), "attempts": (list, type(None)), "weights": (dict, type(None)),
 }
 
 
@@ -121,6 +121,9 @@ class RunRecord:
     samples_expected: int | None = None
     protocol_params: dict = field(default_factory=dict)
     ckpt_path: str | None = None
+    # validate/test --weights (lit/weights.py): {spec, source, sha256, converter, preprocessing}
+    # with preprocessing "library:<desc>" or "protocol:<name>"; None for a trained run's weights
+    weights: dict | None = None
     # model settings in which ckpt_path differs from the run's: [{key, checkpoint, used, from}]
     ckpt_hparams_overridden: list = field(default_factory=list)
     seed: int | None = None
@@ -143,7 +146,7 @@ class RunRecord:
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
-              "ckpt_path", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
+              "ckpt_path", "weights", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
               "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 
@@ -181,12 +184,13 @@ class RunRecord:
 
 def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
                  ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
-                 throughput: dict, t_start: float, history=None) -> RunRecord | None:
+                 throughput: dict, t_start: float, history=None, weights: dict | None = None) -> RunRecord | None:
     """The record of a finished fit/validate/test (None when no evaluation ran).
 
     ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
     the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary (over
-    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one).
+    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one);
+    ``weights`` what validate/test --weights evaluated (``lit.weights.LoadedWeights.record``).
     """
     m, dm = module, datamodule
     val = m.last_val
@@ -214,6 +218,7 @@ def build_record(trainer, module, datamodule, *, run, command: str, recipe_files
         else getattr(dm.eval_transform, "params", None)
         or {"resize": dm.hparams.resize, "crop": dm.hparams.crop, "scales": [dm.hparams.resize]},
         ckpt_path=ckpt_path,
+        weights=weights,
         seed=seed,
         top1=round(val["top1"], 4),
         top5=round(val["top5"], 4),
