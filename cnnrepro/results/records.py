@@ -38,7 +38,7 @@ _TYPES = {
     "protocol": (str,), "top1": _NUM, "top5": _NUM, "epochs": (*_NUM, type(None)), "wall_seconds": _NUM,
     "hardware": (dict,), "protocol_params": (dict, type(None)), "arch_kwargs": (dict, type(None)),
     "samples_expected": (int, type(None)), "split": (str, type(None)), "command": (str, type(None)),
-    "seed": (int, type(None)), "attempts": (list, type(None)),
+    "seed": (int, type(None)), "attempts": (list, type(None)), "weights": (dict, type(None)),
 }
 
 
@@ -121,6 +121,9 @@ class RunRecord:
     samples_expected: int | None = None
     protocol_params: dict = field(default_factory=dict)
     ckpt_path: str | None = None
+    # released weights evaluated (`validate --weights SPEC`): {spec, sha256, converter, preprocessing};
+    # None for a run of the project's own training. `cnnrepro table` puts the two in separate columns.
+    weights: dict | None = None
     # model settings in which ckpt_path differs from the run's: [{key, checkpoint, used, from}]
     ckpt_hparams_overridden: list = field(default_factory=list)
     seed: int | None = None
@@ -143,7 +146,7 @@ class RunRecord:
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
-              "ckpt_path", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
+              "ckpt_path", "weights", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
               "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 
