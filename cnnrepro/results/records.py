@@ -184,15 +184,16 @@ class RunRecord:
 
 def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
                  ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
-                 throughput: dict, t_start: float, history=None) -> RunRecord | None:
+                 throughput: dict, t_start: float, history=None, val: dict | None = None) -> RunRecord | None:
     """The record of a finished fit/validate/test (None when no evaluation ran).
 
     ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
     the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary (over
-    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one).
+    every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one);
+    ``val`` the results of ``protocol`` when they are not the module's ``last_val`` (``--protocol all``).
     """
     m, dm = module, datamodule
-    val = m.last_val
+    val = m.last_val if val is None else val
     if not val:
         return None
     expected = dm.manifest["val"]["samples"]
