@@ -612,18 +612,16 @@ class ProtocolSet:
         return [p.predict(model, xi) for p, xi in zip(self.protocols, x)]
 
 
-def paper_protocols(arch: str, *, crop: int, resize: int, arch_kwargs: dict | None = None,
-                    paper: dict | None = None) -> tuple[ProtocolSet, list[str]]:
+def paper_protocols(arch: str, *, paper: dict, crop: int, resize: int,
+                    arch_kwargs: dict | None = None) -> tuple[ProtocolSet, list[str]]:
     """The protocols the paper reports for ``arch`` (results/paper_numbers.yaml entries of this
     model variant whose protocol cnnrepro implements), each with the entry's settings, once each;
     and the entries left out, with why (printed by the CLI, never dropped silently).
 
     Settings an entry does not give (AlexNet's ten-crop names no sizes) are the recipe's
-    (``crop``, ``resize``), as for ``--protocol NAME``.
+    (``crop``, ``resize``), as for ``--protocol NAME``. ``paper`` is
+    ``results.table.load_paper_numbers()`` (passed in: results imports eval, not the reverse).
     """
-    from cnnrepro.results.table import load_paper_numbers  # the one reader of the paper numbers
-
-    paper = load_paper_numbers() if paper is None else paper
     entries = (paper.get(arch) or {}).get("entries", [])
     out: dict[str, Protocol] = {}
     skipped = []

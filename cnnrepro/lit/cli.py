@@ -286,7 +286,8 @@ class CnnreproCLI(LightningCLI):
             raise UserError(f"{', '.join(given)}: --protocol all evaluates each protocol with the settings "
                             f"results/paper_numbers.yaml gives it; name one protocol with --protocol to change them")
         dm, hp = self.datamodule, self.model.hparams
-        pset, skipped = paper_protocols(hp.arch, crop=dm.hparams.crop, resize=dm.hparams.resize,
+        pset, skipped = paper_protocols(hp.arch, paper=load_paper_numbers(), crop=dm.hparams.crop,
+                                        resize=dm.hparams.resize,
                                         arch_kwargs=hp.arch_kwargs or {})
         for why in skipped:
             print(f"cnnrepro: --protocol all: {hp.arch}: skipped {why}", file=sys.stderr)

@@ -18,9 +18,11 @@ from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.eval import ProtocolError, build_protocol
 from cnnrepro.eval.protocols import ProtocolSet, paper_protocols
 from cnnrepro.lit.module import ClassifierModule
+from cnnrepro.results.table import load_paper_numbers
 
 REPO = Path(__file__).resolve().parents[2]
 CNNREPRO = str(Path(sys.executable).with_name("cnnrepro"))
+PAPER = load_paper_numbers()
 
 
 @pytest.fixture(scope="module")
@@ -79,27 +81,31 @@ def test_one_pass_equals_each_protocol_alone(shards):
     assert len({(r["top1"], r["top5"], round(r["loss"], 4)) for r in together}) > 3  # the protocols did differ
 
 
+def _paper_protocols(paper, arch, **kw):
+    return paper_protocols(arch, paper=paper, **kw)
+
+
 def test_the_papers_protocols_with_their_settings_once_each():
-    vgg, skipped = paper_protocols("vgg16", crop=224, resize=256)
+    vgg, skipped = _paper_protocols(PAPER, "vgg16", crop=224, resize=256)
     assert [(p.name, p.params["scales"]) for p in vgg.protocols] == [
         ("dense", [256]), ("dense", [384]), ("dense", [224, 256, 288]), ("dense", [352, 384, 416]),
         ("dense", [256, 384, 512]), ("multicrop150", [256, 384, 512]), ("multicrop150+dense", [256, 384, 512])]
     assert skipped == []  # Q=384 is reported for two training scales: one evaluation
-    dn, _ = paper_protocols("densenet121", crop=224, resize=256)
+    dn, _ = _paper_protocols(PAPER, "densenet121", crop=224, resize=256)
     assert [(p.name, p.params.get("variant")) for p in dn.protocols] == [("center", None), ("tencrop", "fb")]
     # the paper's own settings where its entry names them (ResNeXt: 224 of 256)
-    (rx,), _ = [paper_protocols("resnext50_32x4d", crop=200, resize=230)[0].protocols, None]
+    (rx,), _ = [_paper_protocols(PAPER, "resnext50_32x4d", crop=200, resize=230)[0].protocols, None]
     assert (rx.params["crop"], rx.params["resize"]) == (224, 256)
     # the model variant decides: ResNet-34 option A has only a ten-crop number
-    r34a, _ = paper_protocols("resnet34", crop=224, resize=256, arch_kwargs={"shortcut": "A"})
-    r34b, _ = paper_protocols("resnet34", crop=224, resize=256)
+    r34a, _ = _paper_protocols(PAPER, "resnet34", crop=224, resize=256, arch_kwargs={"shortcut": "A"})
+    r34b, _ = _paper_protocols(PAPER, "resnet34", crop=224, resize=256)
     assert [p.name for p in r34a.protocols] == ["tencrop"] and [p.name for p in r34b.protocols] == [
         "tencrop", "multiscale_fc"]
-    inc, skipped = paper_protocols("inception_v3", crop=299, resize=342)
+    inc, skipped = _paper_protocols(PAPER, "inception_v3", crop=299, resize=342)
     assert [p.name for p in inc.protocols] == ["center"]
     assert len(skipped) == 1 and "multicrop144" in skipped[0] and "not stated" in skipped[0]  # said, not dropped
     with pytest.raises(ProtocolError, match="lists no protocol cnnrepro implements for squeezenet1_1"):
-        paper_protocols("squeezenet1_1", crop=224, resize=256)
+        _paper_protocols(PAPER, "squeezenet1_1", crop=224, resize=256)
 
 
 # -- the command: one pass, one record per protocol, the same numbers as separate runs ----------------
