@@ -12,7 +12,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
-from torch import nn
 
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.eval import ProtocolError, build_protocol
