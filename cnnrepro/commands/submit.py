@@ -1,4 +1,8 @@
-"""``cnnrepro submit RECIPE [fit overrides] [SLURM options] [--wait]``: the same fit as a SLURM job.
+"""``cnnrepro submit RECIPE [fit overrides] [SLURM options] [--wait] [--seeds N]``: the same fit as
+a SLURM job, or N fits with seeds S..S+N-1 as one SLURM job array.
+
+``--seeds N`` with ``--seed_everything S``: S is the first seed (the runs use S, S+1, ..., S+N-1);
+without it the recipe's seed_everything is the first. A seed that is not an integer is refused.
 
 The SLURM options are parsed here; everything else is a fit override, parsed by the real fit
 parser before anything is submitted (cnnrepro/launch/submit.py builds and submits the job).
@@ -11,7 +15,7 @@ import argparse
 from cnnrepro.launch import submit as launch
 from cnnrepro.launch.submit import CONFIG_ENV, DEFAULT_CONFIG
 
-__all__ = ["main", "parser", "build_submission"]
+__all__ = ["main", "parser", "build_submission", "build_array_submission"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +43,10 @@ def parser() -> argparse.ArgumentParser:
                    help="extra #SBATCH option, repeatable (e.g. exclude=node7)")
     g.add_argument("--logs", help="folder for submitit's sbatch script and logs (default <run folder>/slurm)")
     p.add_argument("--wait", action="store_true", help="block until the job ends, then print its run record")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="N runs of the recipe as one SLURM job array, each in its own run folder, seeds S, S+1, "
+                        "..., S+N-1 where S is --seed_everything (default: the recipe's); `cnnrepro table` "
+                        "then shows their mean ± std")
     return p
 
 
@@ -57,5 +65,16 @@ def build_submission(args: list[str]):
     return launch.build_submission(a, overrides)
 
 
+def build_array_submission(args: list[str]):
+    """(executor parameters, [FitJob], [run folder], logs folder, wait) of a ``--seeds N`` command line."""
+    a, overrides = parser().parse_known_args(args)
+    if a.seeds is None:
+        raise launch.SubmitError("build_array_submission needs --seeds N")
+    return launch.build_array_submission(a, overrides, a.seeds)
+
+
 def main(verb: str, args: list[str]) -> int:
-    return launch.submit(*build_submission(args))
+    a, overrides = parser().parse_known_args(args)
+    if a.seeds is not None:
+        return launch.submit_array(*launch.build_array_submission(a, overrides, a.seeds))
+    return launch.submit(*launch.build_submission(a, overrides))

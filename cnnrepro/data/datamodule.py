@@ -356,9 +356,15 @@ class ImageNetDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # uint8 crossed to the device; float conversion, lighting and normalisation happen here
         x, *rest = batch
-        if isinstance(x, (list, tuple)):  # dense protocol: one tensor per test scale
-            self.normalize.to(x[0].device)
-            return ([self.normalize(v, train=False) for v in x], *rest)
+        if isinstance(x, (list, tuple)):
+            # dense protocol: one tensor per test scale; `--protocol all`: one entry per protocol
+            def norm(v):
+                if isinstance(v, (list, tuple)):
+                    return [norm(u) for u in v]
+                self.normalize.to(v.device)
+                return self.normalize(v, train=False)
+
+            return (norm(x), *rest)
         self.normalize.to(x.device)
         training = self.trainer is not None and self.trainer.training
         return (self.normalize(x, train=training), *rest)

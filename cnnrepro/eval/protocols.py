@@ -39,6 +39,7 @@ by one worker of one rank, whatever the number of views it is expanded into.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ __all__ = [
     "CombinedViews",
     "average_views",
     "dense_posteriors",
+    "ProtocolSet",
+    "paper_protocols",
 ]
 
 # the one list of protocol names: the CLI's --protocol choices and the results table read it
@@ -142,8 +145,13 @@ class CenterViews(_Decoding):
         w, h = img.size
         return [_crop(img, center_offset(w, self.crop), center_offset(h, self.crop), self.crop)]
 
+    def from_image(self, img: Image.Image) -> torch.Tensor:
+        """The views of a decoded image (``__call__`` = decode, then this; ``ProtocolSet`` shares one
+        decode between protocols)."""
+        return _stack(self.images(img))
+
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        return _stack(self.images(self.decode(data, self.resize)))
+        return self.from_image(self.decode(data, self.resize))
 
 
 class FlipViews(CenterViews):
@@ -226,8 +234,11 @@ class MultiCrop144Views(_Decoding):
                 views += six + [_mirror(v) for v in six]
         return views
 
+    def from_image(self, img: Image.Image) -> torch.Tensor:
+        return _stack(self.images(img))
+
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        return _stack(self.images(self.decode(data, min(self.scales))))
+        return self.from_image(self.decode(data, min(self.scales)))
 
 
 def grid_offsets(length: int, size: int, n: int) -> list[int]:
@@ -269,8 +280,11 @@ class MultiCrop150Views(_Decoding):
             views += crops + [_mirror(c) for c in crops]
         return views
 
+    def from_image(self, img: Image.Image) -> torch.Tensor:
+        return _stack(self.images(img))
+
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        return _stack(self.images(self.decode(data, min(self.scales))))
+        return self.from_image(self.decode(data, min(self.scales)))
 
 
 class DenseViews(_Decoding):
@@ -290,8 +304,11 @@ class DenseViews(_Decoding):
     def tensors(self, img: Image.Image) -> list[torch.Tensor]:
         return [_stack(views) for views in self.images(img)]
 
+    def from_image(self, img: Image.Image) -> list[torch.Tensor]:
+        return self.tensors(img)
+
     def __call__(self, data: bytes, rng: random.Random | None = None) -> list[torch.Tensor]:
-        return self.tensors(self.decode(data, min(self.scales)))
+        return self.from_image(self.decode(data, min(self.scales)))
 
 
 class CombinedViews(_Decoding):
@@ -301,9 +318,11 @@ class CombinedViews(_Decoding):
     def __init__(self, crops: MultiCrop150Views, dense: DenseViews, reduced_decode: bool = False):
         self.crops, self.dense, self.reduced_decode = crops, dense, reduced_decode
 
-    def __call__(self, data: bytes, rng: random.Random | None = None) -> list[torch.Tensor]:
-        img = self.decode(data, min(min(self.crops.scales), min(self.dense.scales)))
+    def from_image(self, img: Image.Image) -> list[torch.Tensor]:
         return [_stack(self.crops.images(img)), *self.dense.tensors(img)]
+
+    def __call__(self, data: bytes, rng: random.Random | None = None) -> list[torch.Tensor]:
+        return self.from_image(self.decode(data, min(min(self.crops.scales), min(self.dense.scales))))
 
 
 class DenseStream(EvalStream):
@@ -531,3 +550,104 @@ def build_protocol(
         return Protocol(name, mc, params, mc.num_views)
     dense = DenseViews(tuple(qs), mirror=True, reduced_decode=rd)
     return Protocol(name, CombinedViews(mc, dense, rd), {**params, "dense_mirror": True}, mc.num_views)
+
+
+# -- `--protocol all`: every protocol a paper reports for the model, in one pass over the data ------
+
+
+class ProtocolSetViews:
+    """Per image: one full-size decode, then each protocol's views of that same image
+    (``[views of protocol 1, views of protocol 2, ...]``)."""
+
+    def __init__(self, transforms: list):
+        self.transforms = list(transforms)
+
+    def __call__(self, data: bytes, rng: random.Random | None = None) -> list:
+        img = decode_rgb(data, None)  # what every protocol decodes without reduced_decode
+        return [t.from_image(img) for t in self.transforms]
+
+
+class ProtocolSetStream(EvalStream):
+    """``EvalStream`` (the same exactly-once ranges) of ``ProtocolSetViews`` samples; the batch is
+    a list over protocols, each collated as that protocol's own stream collates it."""
+
+    def __init__(self, shards, *, whole: list[bool], **kwargs):
+        super().__init__(shards, **kwargs)
+        self.whole = list(whole)
+
+    def collate(self, xs: list[list]) -> list:
+        out = []
+        for i, whole in enumerate(self.whole):
+            part = [x[i] for x in xs]
+            out.append([torch.stack([p[s] for p in part]) for s in range(len(part[0]))] if whole
+                       else torch.stack(part))
+        return out
+
+
+@dataclass
+class ProtocolSet:
+    """Several protocols evaluated in one pass over the validation set (``--protocol all``).
+
+    Each image is read and decoded once; each protocol computes its own views from it and its own
+    ranking (``Protocol.predict``), so every protocol's numbers are those of a run of it alone
+    (tests/eval/test_protocol_all.py checks this). ``predict`` returns one ``B x classes`` tensor
+    per protocol, in ``protocols`` order.
+    """
+
+    protocols: list[Protocol]
+    name: str = "all"
+
+    def stream(self, shards, *, batch_size: int, rank: int, world_size: int, num_workers: int) -> EvalStream:
+        for p in self.protocols:
+            p.max_batch = max(batch_size, 1)
+        whole = [p.name in WHOLE_IMAGE for p in self.protocols]
+        # whole images differ in size: one image per batch as soon as one protocol needs them
+        images = 1 if any(whole) else max(1, batch_size // max(p.views for p in self.protocols))
+        return ProtocolSetStream(shards, whole=whole, batch_size=images,
+                                 transform=ProtocolSetViews([p.transform for p in self.protocols]),
+                                 rank=rank, world_size=world_size, num_workers=num_workers)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, x: list) -> list[torch.Tensor]:
+        return [p.predict(model, xi) for p, xi in zip(self.protocols, x)]
+
+
+def paper_protocols(arch: str, *, paper: dict, crop: int, resize: int,
+                    arch_kwargs: dict | None = None) -> tuple[ProtocolSet, list[str]]:
+    """The protocols the paper reports for ``arch`` (results/paper_numbers.yaml entries of this
+    model variant whose protocol cnnrepro implements), each with the entry's settings, once each;
+    and the entries left out, with why (printed by the CLI, never dropped silently).
+
+    Settings an entry does not give (AlexNet's ten-crop names no sizes) are the recipe's
+    (``crop``, ``resize``), as for ``--protocol NAME``. ``paper`` is
+    ``results.table.load_paper_numbers()`` (passed in: results imports eval, not the reverse).
+    """
+    entries = (paper.get(arch) or {}).get("entries", [])
+    out: dict[str, Protocol] = {}
+    skipped = []
+    for e in entries:
+        if (e.get("arch_kwargs") or {}) != (arch_kwargs or {}):
+            continue  # another variant of the model (ResNet-34 A/B/C): not this net's number
+        if e["protocol"] not in PROTOCOLS:
+            skipped.append(f"{e['protocol']} ({e['source']}): not implemented in cnnrepro")
+            continue
+        params = dict(e.get("params") or {})
+        scales = params.get("scales")
+        if scales is not None and not (isinstance(scales, list) and all(isinstance(q, int) for q in scales)):
+            skipped.append(f"{e['protocol']} ({e['source']}): the paper's scales are {scales!r}")
+            continue
+        name = e["protocol"]
+        c, r = int(params.get("crop", crop)), int(params.get("resize", resize))
+        try:
+            p = build_protocol(name, crop=c, resize=r,
+                               scales=scales if name not in ("center", "flip", "tencrop") else None,
+                               tencrop_variant=params.get("variant") if name == "tencrop" else None)
+        except ProtocolError as err:
+            raise ProtocolError(f"--protocol all: {arch}'s paper entry {name} {params} ({e['source']}): {err}") from None
+        key = f"{name} {json.dumps(p.params, sort_keys=True)}"
+        out.setdefault(key, p)  # VGG reports Q=384 for two training scales: evaluated once
+    if not out:
+        raise ProtocolError(f"--protocol all: results/paper_numbers.yaml lists no protocol cnnrepro implements for "
+                            f"{arch}{' ' + json.dumps(arch_kwargs) if arch_kwargs else ''}; name one with --protocol "
+                            f"({', '.join(PROTOCOLS)})")
+    return ProtocolSet(list(out.values())), skipped

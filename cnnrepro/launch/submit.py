@@ -15,6 +15,7 @@ checkpoint); ``FitJob.checkpoint`` resubmits the same arguments, which resume by
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from cnnrepro.lit.runs import next_run_dir
 from cnnrepro.recipes import recipe_chain
 
 __all__ = ["FitJob", "SubmitError", "build_submission", "submit", "load_cluster_config", "CLUSTER_KEYS",
-           "CONFIG_ENV", "DEFAULT_CONFIG"]
+           "CONFIG_ENV", "DEFAULT_CONFIG", "build_array_submission", "submit_array", "seed_list"]
 
 DEFAULT_CONFIG = Path("~/.config/cnnrepro/slurm.yaml")
 CONFIG_ENV = "CNNREPRO_SLURM_CONFIG"
@@ -256,3 +257,89 @@ def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -
         return 1
     print(json.dumps(rec, indent=1))
     return 0
+
+
+# -- seeds: N runs of one recipe as one SLURM job array (`cnnrepro submit RECIPE --seeds N`) ----------
+#
+# Kept apart from the single-job path above on purpose: the array reuses build_submission for its
+# first run (same parsing, same refusals, same SLURM parameters) and only varies the seed and the run
+# folder, so a change to the single-job path reaches every task of the array.
+
+def seed_list(first: Any, n: int) -> list[int]:
+    """The seeds of ``--seeds n``: ``first``, ``first + 1``, ... (``first``: the --seed_everything of
+    the command line, else the recipe's)."""
+    if n < 1:
+        raise SubmitError(f"--seeds {n}: give the number of runs, 1 or more")
+    if isinstance(first, bool) or not isinstance(first, int):
+        raise SubmitError(f"--seeds needs an integer first seed, but seed_everything is {first!r}; "
+                          f"pass --seed_everything S (the runs then use S, S+1, ...)")
+    return [first + i for i in range(n)]
+
+
+def build_array_submission(a: Namespace, overrides: list[str], n: int):
+    """(executor parameters, [FitJob], [run folder], logs folder, wait) of ``--seeds n``: one fit per
+    seed, each in its own ``runs/<recipe>/fit-NNN`` with ``--seed_everything`` set; nothing submitted.
+
+    The W&B group of every run is the run group (``run.name``, by default the recipe's file name),
+    shared by construction: only the seed and the folder differ between the tasks.
+    """
+    chain = recipe_chain(a.recipe)
+    seeds = seed_list(parse_only("fit", chain, overrides).get("seed_everything"), n)
+    # the seed is appended last: jsonargparse takes the last value, so it overrides the recipe's
+    params, first, folder0, logs, wait = build_submission(a, [*overrides, "--seed_everything", str(seeds[0])])
+    jobs, folders = [first], [folder0]
+    for seed in seeds[1:]:
+        folder = next_run_dir(folder0.parent, "fit").resolve()
+        args = list(first.fit_args)
+        args[len(args) - 1 - args[::-1].index("--seed_everything") + 1] = str(seed)
+        args[len(args) - 1 - args[::-1].index("--run.folder") + 1] = str(folder)
+        job = copy.copy(first)  # whatever else a FitJob carries is the same for every seed
+        job.fit_args, job.run_folder = args, str(folder)
+        jobs.append(job)
+        folders.append(folder)
+    if not (a.logs or load_cluster_config(a.cluster_config).get("logs")):
+        # one array, one log folder: beside the runs rather than inside the first run's folder
+        logs = folder0.parent / "slurm"
+    if not (a.job_name or load_cluster_config(a.cluster_config).get("job_name")):
+        params["job_name"] = f"{params['job_name']}-seeds"
+    return params, jobs, folders, logs, wait
+
+
+def submit_array(params: dict, jobs: list[FitJob], folders: list[Path], logs: Path, wait: bool) -> int:
+    """Submit the fits as one SLURM job array (submitit's ``batch``); with ``wait``, block until
+    every task ends and print each run's record."""
+    if shutil.which("sbatch") is None:
+        for f in folders:
+            f.rmdir() if f.exists() and not any(f.iterdir()) else None
+        raise SubmitError("sbatch not found: `cnnrepro submit` needs a SLURM login node "
+                          "(on this machine: tests/launch/slurm-cluster.sh start)")
+    executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=params.pop("max_num_timeout"))
+    executor.update_parameters(**params)
+    with executor.batch():  # one sbatch --array for all of them
+        submitted = [executor.submit(j) for j in jobs]
+    array_id = submitted[0].job_id.split("_")[0]
+    print(f"submitted job array {array_id}: {len(jobs)} run(s), each {params['nodes']} node(s) x "
+          f"{params['ntasks_per_node']} task(s)")
+    for job, fit, folder in zip(submitted, jobs, folders):
+        (folder / "slurm_job_id.txt").write_text(f"{job.job_id}\n")
+        seed = fit.fit_args[len(fit.fit_args) - 1 - fit.fit_args[::-1].index("--seed_everything") + 1]
+        print(f"run folder: {folder} (job {job.job_id}, seed {seed})")
+    print(f"logs:       {logs}/{array_id}_<i>_0_log.out (rank 0 of run i)")
+    print(f"watch:      squeue -j {array_id}; sacct -j {array_id}")
+    sys.stdout.flush()
+    if not wait:
+        return 0
+    failed = 0
+    for job, folder in zip(submitted, folders):
+        try:
+            rec = next((r for r in job.results() if r), None)
+        except Exception as e:  # submitit re-raises the task's own failure with its traceback
+            print(f"cnnrepro: job {job.job_id} failed: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        if rec is None:
+            print(f"cnnrepro: job {job.job_id} ended without a run record in {folder}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(rec, indent=1))
+    return 1 if failed else 0

@@ -31,9 +31,9 @@ from pytorch_lightning.loggers import WandbLogger
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
 from cnnrepro.eval import PROTOCOLS, build_protocol
-from cnnrepro.eval.protocols import TENCROP_VARIANTS, Protocol
+from cnnrepro.eval.protocols import TENCROP_VARIANTS, Protocol, ProtocolSet, paper_protocols
 from cnnrepro.results import records
-from cnnrepro.results.table import load_paper_numbers, render_markdown, table_rows
+from cnnrepro.results.table import load_paper_numbers, protocol_label, render_markdown, table_rows
 
 from .callbacks import EpochMetricsResume, RunHistory, Throughput
 from .checkpoint_io import read_checkpoint_hparams
@@ -123,8 +123,9 @@ class CnnreproCLI(LightningCLI):
         parser.add_argument("--run.ckpt_every_n_steps", type=int, default=0,
                             help="also write last.ckpt every n steps (bounds what a SIGKILL loses; 0: off)")
         # evaluation protocol of validate/test (cnnrepro/eval/protocols.py); fit validates with the centre crop
-        parser.add_argument("--protocol", type=Literal[tuple(PROTOCOLS)], default="center",
-                            help="validate/test: the paper's test protocol")
+        parser.add_argument("--protocol", type=Literal[(*PROTOCOLS, "all")], default="center",
+                            help="validate/test: the paper's test protocol; all: every protocol "
+                                 "results/paper_numbers.yaml lists for the model, in one pass, one record each")
         parser.add_argument("--protocol_tencrop_variant", type=Optional[Literal[tuple(TENCROP_VARIANTS)]],
                             default=None,
                             help="tencrop: alexnet (corners of the central square, softmax averaged; default), "
@@ -301,10 +302,33 @@ class CnnreproCLI(LightningCLI):
             self.weights = load_weights(self.model.model, self.model.hparams.arch, spec, allow_download=download)
             if self._wire_weights(self.weights, pre, (name, scales, ratio, variant, reduced)):
                 return
-        self.eval_protocol = build_protocol(name, crop=dm.hparams.crop, resize=dm.hparams.resize,
-                                            scales=scales, crop_ratio=ratio, tencrop_variant=variant,
-                                            reduced_decode=reduced)
-        dm.protocol = self.model.eval_protocol = self.eval_protocol
+        if name == "all":
+            self.eval_protocol = self._paper_protocols(scales, ratio, variant, reduced)
+        else:
+            self.eval_protocol = build_protocol(name, crop=dm.hparams.crop, resize=dm.hparams.resize,
+                                                scales=scales, crop_ratio=ratio, tencrop_variant=variant,
+                                                reduced_decode=reduced)
+        dm.protocol = self.eval_protocol
+        self.model.set_eval_protocol(self.eval_protocol)
+
+    def _paper_protocols(self, scales, ratio, variant, reduced):
+        """``--protocol all``: the paper's protocols for this model with the paper's settings."""
+        given = [f for f, v in (("--protocol_scales", scales), ("--protocol_crop_ratio", ratio),
+                                ("--protocol_tencrop_variant", variant), ("--protocol_reduced_decode", reduced)) if v]
+        if given:
+            # each protocol takes the paper entry's own settings; reduced decoding is per protocol
+            # (each its own smallest side), so it cannot share one decode between them
+            raise UserError(f"{', '.join(given)}: --protocol all evaluates each protocol with the settings "
+                            f"results/paper_numbers.yaml gives it; name one protocol with --protocol to change them")
+        dm, hp = self.datamodule, self.model.hparams
+        pset, skipped = paper_protocols(hp.arch, paper=load_paper_numbers(), crop=dm.hparams.crop,
+                                        resize=dm.hparams.resize,
+                                        arch_kwargs=hp.arch_kwargs or {})
+        for why in skipped:
+            print(f"cnnrepro: --protocol all: {hp.arch}: skipped {why}", file=sys.stderr)
+        print(f"cnnrepro: --protocol all: {hp.arch}: " + "; ".join(
+            protocol_label(p.name, p.params) for p in pset.protocols) + " (one pass, one record each)", file=sys.stderr)
+        return pset
 
     def _wire_weights(self, loaded, pre: str | None, protocol_args) -> bool:
         """Preprocessing of --weights: True if the library's own (one centre view) was wired, False
@@ -340,7 +364,8 @@ class CnnreproCLI(LightningCLI):
             "center", LibraryEvalViews(lib.transform),
             {"resize": p["resize"], "crop": p["crop"], "scales": [p["resize"]],
              "preprocessing": {"library": lib.desc, "decode": "full (PIL)", "transform": repr(lib.transform)}}, 1)
-        dm.protocol = self.model.eval_protocol = self.eval_protocol
+        dm.protocol = self.eval_protocol
+        self.model.set_eval_protocol(self.eval_protocol)
         return True
 
     before_validate = before_test = _wire_protocol
@@ -349,6 +374,8 @@ class CnnreproCLI(LightningCLI):
     def _record(self) -> None:
         if not self.trainer.is_global_zero:
             return
+        if isinstance(self.eval_protocol, ProtocolSet):
+            return self._protocol_set_records()
         cfg = self._cfg()
         rec = records.build_record(
             self.trainer, self.model, self.datamodule, run=self.run, command=self.subcommand,
@@ -388,6 +415,38 @@ class CnnreproCLI(LightningCLI):
             self.config[self.subcommand]["seed_everything"] = seed
         else:
             self.config["seed_everything"] = seed
+
+    def _protocol_set_records(self) -> None:
+        """``--protocol all``: one record per protocol, ``<run>/protocols/<i>_<name>/record.json``
+        (``cnnrepro table`` reads every record.json below a folder)."""
+        cfg = self._cfg()
+        results = self.model.last_val_protocols
+        if not results:
+            print("cnnrepro: no validation ran, so no run record was written", file=sys.stderr)
+            return
+        throughput = next((c.summary(self.trainer.world_size) for c in self.trainer.callbacks
+                           if isinstance(c, Throughput)), {})
+        rows, summary = [], {}
+        for i, (p, val) in enumerate(zip(self.eval_protocol.protocols, results)):
+            rec = records.build_record(
+                self.trainer, self.model, self.datamodule, run=self.run, command=self.subcommand,
+                recipe_files=self.recipe_files, protocol=p, ckpt_path=cfg.get("ckpt_path"),
+                seed=cfg.get("seed_everything"), wandb_project=cfg["run"]["wandb_project"],
+                wandb_entity=cfg["run"]["wandb_entity"], throughput=throughput, t_start=self.t_start, val=val,
+                # with --protocol all the weights' pixels are each protocol's own
+                weights=self.weights.record(f"protocol:{p.name}") if self.weights is not None else None)
+            rec.ckpt_hparams_overridden = self.ckpt_hparams_overridden
+            if rec.samples != rec.samples_expected:
+                print(f"cnnrepro: WARNING {p.name}: validation saw {rec.samples} samples, the manifest lists "
+                      f"{rec.samples_expected}", file=sys.stderr)
+            path = records.write_record(rec, self.run.path / "protocols" / f"{i}_{p.name}" / "record.json")
+            print(f"run record: {path}")
+            rows.append({**rec.as_dict(), "record_path": str(path)})
+            summary.update({k.replace("record/", f"record/{i}_{p.name}/", 1): v for k, v in rec.summary().items()})
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(summary)
+        print("\n" + render_markdown(table_rows(rows, load_paper_numbers())))
 
 
 class _NoRun(CnnreproCLI):

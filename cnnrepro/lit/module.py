@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EMAWeightAveraging
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -128,6 +129,9 @@ class ClassifierModule(pl.LightningModule):
         self.best_val: dict[str, float] = {}
         self.ckpt_epochs: float | None = None  # epochs trained by the weights loaded from a checkpoint
         self.eval_protocol = None  # cnnrepro.eval.Protocol, set by `cnnrepro validate --protocol`
+        # `--protocol all` (eval.protocols.ProtocolSet): one metric set and one result per protocol
+        self.protocol_metrics = nn.ModuleList()
+        self.last_val_protocols: list[dict] = []
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Not registered as a submodule (object.__setattr__): state_dict keys stay the plain
@@ -178,8 +182,28 @@ class ClassifierModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint):
         self.ckpt_epochs = checkpoint.get("cnnrepro_epochs_trained")
 
+    def set_eval_protocol(self, protocol) -> None:
+        """The protocol of validate/test: a ``Protocol``, or a ``ProtocolSet`` (``--protocol all``),
+        which gets a metric set of its own per protocol. Metric states are not saved in checkpoints
+        (torchmetrics' default), so the state_dict is the same either way."""
+        self.eval_protocol = protocol
+        n = len(getattr(protocol, "protocols", ()))
+        k5 = min(5, self.hparams.num_classes)
+        self.protocol_metrics = nn.ModuleList(nn.ModuleDict({
+            "top1": MulticlassAccuracy(num_classes=self.hparams.num_classes, top_k=1, average="micro"),
+            "top5": MulticlassAccuracy(num_classes=self.hparams.num_classes, top_k=k5, average="micro"),
+            "loss": MeanMetric(), "samples": SumMetric()}) for _ in range(n))
+
     def _eval_step(self, batch):
         x, y, _idx = batch
+        if len(self.protocol_metrics):
+            # `--protocol all`: each protocol's views of the same images, each ranked and counted apart
+            for m, logits in zip(self.protocol_metrics, self.eval_protocol.predict(self.model, x)):
+                m["loss"].update(F.nll_loss(logits, y), weight=y.numel())
+                m["top1"].update(logits, y)
+                m["top5"].update(logits, y)
+                m["samples"].update(torch.tensor(float(y.numel()), device=y.device))
+            return
         if self.eval_protocol is not None:
             # `cnnrepro validate --protocol`: log class scores combined over the protocol's views
             # (cnnrepro.eval.protocols: log of the averaged posteriors, ranked without underflow)
@@ -198,7 +222,26 @@ class ClassifierModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._eval_step(batch)
 
+    def _protocol_set_epoch_end(self, prefix: str):
+        results = []
+        for i, (m, p) in enumerate(zip(self.protocol_metrics, self.eval_protocol.protocols)):
+            res = {"top1": 100.0 * m["top1"].compute().item(), "top5": 100.0 * m["top5"].compute().item(),
+                   "loss": m["loss"].compute().item(), "samples": int(m["samples"].compute().item()),
+                   "epoch": self.current_epoch}
+            for metric in m.values():
+                metric.reset()
+            results.append(res)
+            if not self.trainer.sanity_checking:
+                # numbered: two protocols may share a name (dense at two sets of scales)
+                key = f"{prefix}/{i}_{p.name}"
+                self.log_dict({f"{key}/top1": res["top1"], f"{key}/top5": res["top5"],
+                               f"{key}/top1_err": 100.0 - res["top1"], f"{key}/loss": res["loss"]}, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            self.last_val_protocols = results
+
     def _eval_epoch_end(self, prefix: str):
+        if len(self.protocol_metrics):
+            return self._protocol_set_epoch_end(prefix)
         top1 = 100.0 * self.val_top1.compute().item()
         top5 = 100.0 * self.val_top5.compute().item()
         res = {

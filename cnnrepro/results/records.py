@@ -121,8 +121,9 @@ class RunRecord:
     samples_expected: int | None = None
     protocol_params: dict = field(default_factory=dict)
     ckpt_path: str | None = None
-    # validate/test --weights (lit/weights.py): {spec, source, sha256, converter, preprocessing}
-    # with preprocessing "library:<desc>" or "protocol:<name>"; None for a trained run's weights
+    # validate/test --weights (lit/weights.py): {spec, source, sha256, converter, preprocessing, check}
+    # with preprocessing "library:<desc>" or "protocol:<name>"; None for a run of the project's own
+    # training. `cnnrepro table` puts the two in separate columns.
     weights: dict | None = None
     # model settings in which ckpt_path differs from the run's: [{key, checkpoint, used, from}]
     ckpt_hparams_overridden: list = field(default_factory=list)
@@ -184,16 +185,18 @@ class RunRecord:
 
 def build_record(trainer, module, datamodule, *, run, command: str, recipe_files: list[Path], protocol,
                  ckpt_path: str | None, seed: int | None, wandb_project: str | None, wandb_entity: str | None,
-                 throughput: dict, t_start: float, history=None, weights: dict | None = None) -> RunRecord | None:
+                 throughput: dict, t_start: float, history=None, weights: dict | None = None,
+                 val: dict | None = None) -> RunRecord | None:
     """The record of a finished fit/validate/test (None when no evaluation ran).
 
     ``run`` is the run's ``lit.runs.RunFolder``; ``protocol`` the ``eval.Protocol`` evaluated (None:
     the DataModule's centre crop); ``throughput`` the ``Throughput`` callback's summary (over
     every attempt); ``history`` the fit's ``lit.callbacks.RunHistory`` (None: one attempt, this one);
-    ``weights`` what validate/test --weights evaluated (``lit.weights.LoadedWeights.record``).
+    ``weights`` what validate/test --weights evaluated (``lit.weights.LoadedWeights.record``);
+    ``val`` the results of ``protocol`` when they are not the module's ``last_val`` (``--protocol all``).
     """
     m, dm = module, datamodule
-    val = m.last_val
+    val = m.last_val if val is None else val
     if not val:
         return None
     expected = dm.manifest["val"]["samples"]

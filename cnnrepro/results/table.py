@@ -1,8 +1,13 @@
 """Reproduced numbers beside the papers' numbers, generated from run records.
 
-One row per (model, protocol and its settings, evaluation set, recipe, command, model variant):
-the paper's top-1/top-5 error under that protocol, the reproduced error (mean ± sample std over
-the runs of the group, one per trained checkpoint), their difference, and the cost of the runs.
+One row per (model, protocol and its settings, evaluation set, model variant, recipe): three
+numbers side by side, each with its image count: the paper's top-1/top-5 error under that
+protocol, the released weights' (records of `validate --weights SPEC`, their ``weights`` field
+set) under the same protocol on the same data, and the reproduced error (mean ± sample std over
+the runs of the recipe, one per trained checkpoint, n beside it), then the reproduction's
+difference from the paper and the cost of the runs. Runs that evaluated different numbers of
+images are never averaged, and released weights sit beside a reproduction only when both
+evaluated the same number of images.
 
 A reproduced number is set beside a paper number only when both are on the same evaluation set
 with the same protocol and protocol settings (the paper entry's ``params``, e.g. VGG's test scales
@@ -36,6 +41,7 @@ __all__ = [
     "render_csv",
     "protocol_label",
     "model_costs",
+    "COLUMNS_NOTE",
 ]
 
 
@@ -146,25 +152,49 @@ def match_entry(rec: dict, entries: list[dict]) -> tuple[dict | None, str]:
 
 # -- grouping records ------------------------------------------------------------------------------
 
+# images in each paper split (results/paper_numbers.yaml, header: `split`): the paper column's count
+SPLIT_SAMPLES = {"ilsvrc2012_val": 50_000, "ilsvrc2012_val_noblacklist": 48_238}
+
+
+def _is_weights(rec: dict) -> bool:
+    """A record of released weights (`validate --weights SPEC`), not of a run this project trained."""
+    return bool(rec.get("weights"))
+
 
 def _weights_id(rec: dict) -> str:
-    """What was trained: fit records by run folder, validate records by checkpoint file."""
+    """What was evaluated: released weights by their sha256, fit records by run folder, validate
+    records by checkpoint file."""
+    if _is_weights(rec):
+        w = rec["weights"]
+        return "weights:" + str(w.get("sha256") or w.get("spec"))
     if rec.get("command") == "validate" and rec.get("ckpt_path"):
         return str(rec["ckpt_path"])
     return str(rec.get("run_dir") or rec.get("record_path"))
 
 
+def _data_key(rec: dict) -> tuple:
+    # a paper split is the same images wherever the copy lives; any other set (a demo, a subset
+    # folder) is named after its folder only, so its path, class count and size tell two apart
+    split = rec.get("split", rec.get("data"))
+    where = None if split in SPLIT_SAMPLES else rec.get("data")
+    return split, where, rec.get("num_classes"), rec.get("samples_expected")
+
+
+def _row_key(rec: dict) -> tuple:
+    """What a row is about: model, evaluation set, protocol with its settings, model variant."""
+    return (rec["model"], _data_key(rec), rec["protocol"], json.dumps(rec.get("protocol_params") or {}, sort_keys=True),
+            json.dumps(rec.get("arch_kwargs") or {}, sort_keys=True))
+
+
 def _group_key(rec: dict) -> tuple:
-    return (
-        rec["model"], rec.get("split", rec.get("data")), rec["protocol"],
-        json.dumps(rec.get("protocol_params") or {}, sort_keys=True), rec.get("recipe_sha256") or rec.get("recipe"),
-        rec.get("command"), json.dumps(rec.get("arch_kwargs") or {}, sort_keys=True),
-    )
+    return (*_row_key(rec), rec.get("recipe_sha256") or rec.get("recipe"), rec.get("command"),
+            _weights_id(rec) if _is_weights(rec) else None)
 
 
 def group_records(records: list[dict]) -> list[list[dict]]:
-    """Records of the same model, split, protocol, recipe, command and variant; one (the newest)
-    per trained checkpoint, so re-evaluating a checkpoint does not count as another seed."""
+    """Records of the same model, data, protocol, recipe, command and variant (released weights:
+    the same weights file); one (the newest) per trained checkpoint or weights file, so
+    re-evaluating a checkpoint does not count as another seed."""
     groups: dict[tuple, dict[str, dict]] = {}
     for r in records:
         g = groups.setdefault(_group_key(r), {})
@@ -197,25 +227,46 @@ def wandb_link(r: dict) -> str:
     return f"offline {r['wandb_id']}"
 
 
+def _samples(runs: list[dict]) -> list[int]:
+    return sorted({r.get("samples") for r in runs})
+
+
 def _row(model: str, split: str, protocol: str, params: dict, entry: dict | None, note: str, runs: list[dict],
-         num_classes: int, with_costs: bool) -> dict:
-    t1, t1s = _mean_std([100.0 - r["top1"] for r in runs])
-    t5, t5s = _mean_std([100.0 - r["top5"] for r in runs])
+         num_classes: int, with_costs: bool, released: dict | None = None) -> dict:
+    """One table row: the paper's number, the released weights' (``released``, one record) and the
+    reproduction's (``runs``: mean ± std over them), each with its image count."""
+    notes = [note]
+    counts = _samples(runs)
+    if len(counts) > 1:
+        # never average numbers over different image sets: the mean would be of nothing in particular
+        notes.append(f"runs evaluated different numbers of images ({', '.join(map(str, counts))}): not averaged; "
+                     f"rerun them on the same split")
+        t1 = t1s = t5 = t5s = None
+    else:
+        t1, t1s = _mean_std([100.0 - r["top1"] for r in runs])
+        t5, t5s = _mean_std([100.0 - r["top5"] for r in runs])
     p1 = None if entry is None else entry.get("top1_err")
     p5 = None if entry is None else entry.get("top5_err")
     epochs = sorted({r.get("epochs") for r in runs if r.get("epochs") is not None})
     gpu = [g for g in (_gpu_hours(r) for r in runs) if g is not None]
     params_n, gmacs = model_costs(model, num_classes) if with_costs else (None, None)
-    short = [r.get("samples") for r in runs if r.get("samples") != r.get("samples_expected", r.get("samples"))]
+    short = [r.get("samples") for r in [*runs, *([released] if released else [])]
+             if r.get("samples") != r.get("samples_expected", r.get("samples"))]
     if short:
-        note = "; ".join(filter(None, [note, f"WARNING: a run evaluated {short[0]} images, not the whole split"]))
-    last = runs[-1] if runs else {}
+        notes.append(f"WARNING: a run evaluated {short[0]} images, not the whole split")
+    last = runs[-1] if runs else (released or {})
+    w = (released or {}).get("weights") or {}
     return {
         "model": model,
         "data": split,
         "protocol": protocol_label(protocol, params),
         "paper_top1_err": p1,
         "paper_top5_err": p5,
+        "paper_images": None if entry is None else SPLIT_SAMPLES.get(entry["split"]),
+        "weights_top1_err": None if released is None else 100.0 - released["top1"],
+        "weights_top5_err": None if released is None else 100.0 - released["top5"],
+        "weights_images": None if released is None else released.get("samples"),
+        "weights": w.get("spec", ""),
         "top1_err": t1,
         "top1_err_std": t1s,
         "top5_err": t5,
@@ -224,31 +275,52 @@ def _row(model: str, split: str, protocol: str, params: dict, entry: dict | None
         "diff_top5_err": (t5 - p5) if (t5 is not None and p5 is not None) else None,
         "runs": len(runs),
         "seeds": ",".join(str(r.get("seed")) for r in runs if r.get("seed") is not None),
-        "images": last.get("samples"),
+        "images": ",".join(map(str, counts)) if len(counts) > 1 else (counts[0] if counts else None),
         "epochs": ",".join(f"{e:g}" for e in epochs),
         "gpu_hours": sum(gpu) / len(gpu) if gpu else None,
         "params_m": None if params_n is None else params_n / 1e6,
         "gmacs": gmacs,
         "commit": (last.get("git_commit") or "")[:12],
-        "recipe": last.get("recipe") or "",
-        "wandb": wandb_link(last),
-        "note": note,
+        "recipe": (runs[-1].get("recipe") or "") if runs else "",
+        "wandb": wandb_link(runs[-1]) if runs else "",
+        "note": "; ".join(filter(None, notes)),
         "paper_source": "" if entry is None else entry["source"],
-        "command": last.get("command") or "",
+        "command": (runs[-1].get("command") or "") if runs else "",
         "records": ";".join(str(r.get("record_path", "")) for r in runs),
+        "weights_record": "" if released is None else str(released.get("record_path", "")),
     }
 
 
 def table_rows(records: list[dict], paper: dict, *, paper_rows: bool = False, with_costs: bool = True) -> list[dict]:
-    """Rows from run records; with ``paper_rows``, also one row per paper entry no record matches."""
+    """Rows from run records; with ``paper_rows``, also one row per paper entry no record matches.
+
+    A row is one model, evaluation set, protocol (with settings) and variant; in it, the paper's
+    number, one released-weights record and one group of reproduced runs (one recipe). Released
+    weights sit beside a reproduction only when both evaluated the same number of images; several
+    weights files or recipes under one protocol give one row per pairing.
+    """
     rows, matched = [], set()
+    by_row: dict[tuple, tuple[list, list]] = {}
     for runs in group_records(records):
-        r0 = runs[-1]
+        repro, released = by_row.setdefault(_row_key(runs[-1]), ([], []))
+        (released.extend(runs) if _is_weights(runs[-1]) else repro.append(runs))
+    for repro, released in by_row.values():
+        r0 = (repro[0] if repro else released)[-1]
         entry, note = match_entry(r0, paper.get(r0["model"], {}).get("entries", []))
         if entry is not None:
             matched.add((r0["model"], id(entry)))
-        rows.append(_row(r0["model"], r0.get("split", r0.get("data")), r0["protocol"], r0.get("protocol_params") or {},
-                         entry, note, runs, int(r0.get("num_classes") or 1000), with_costs))
+        placed = set()
+        pairs = []
+        for runs in repro:
+            counts = _samples(runs)
+            beside = [w for w in released if len(counts) == 1 and w.get("samples") == counts[0]]
+            placed.update(id(w) for w in beside)
+            pairs += [(runs, w) for w in beside] or [(runs, None)]
+        pairs += [([], w) for w in released if id(w) not in placed]
+        for runs, w in pairs:
+            rows.append(_row(r0["model"], r0.get("split", r0.get("data")), r0["protocol"],
+                             r0.get("protocol_params") or {}, entry, note, runs, int(r0.get("num_classes") or 1000),
+                             with_costs, released=w))
     if paper_rows:
         for model, spec in paper.items():
             for e in spec.get("entries", []):
@@ -283,11 +355,23 @@ def _pm(mean, std) -> str:
     return f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
+# the columns in one line: commands/results.py writes it above results/table.md
+COLUMNS_NOTE = (
+    "Three numbers per paper row and protocol, each with its image count: the paper's (paper), the released "
+    "weights' evaluated by cnnrepro under that protocol on the same data (weights, source in the `released "
+    "weights` column), and this project's reproduction (repro: mean ± sample std over n runs of one recipe, "
+    "no ± when n=1); Δ = repro - paper. Errors in %; GMACs = multiply-accumulates per image at the paper's "
+    "input size."
+)
+
+
 def render_markdown(rows: list[dict], paper: dict | None = None) -> str:
     head = (
-        "| model | data | protocol | paper top-1 err | paper top-5 err | top-1 err | top-5 err | Δ top-1 | Δ top-5 "
-        "| runs | images | epochs | GPU-h | params (M) | GMACs | commit | recipe | W&B | source / note |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|\n"
+        "| model | data | protocol | paper top-1 err | paper top-5 err | paper images "
+        "| weights top-1 err | weights top-5 err | weights images "
+        "| repro top-1 err | repro top-5 err | n | repro images | Δ top-1 | Δ top-5 "
+        "| epochs | GPU-h | params (M) | GMACs | released weights | commit | recipe | W&B | source / note |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -295,9 +379,11 @@ def render_markdown(rows: list[dict], paper: dict | None = None) -> str:
         src = "; ".join(filter(None, [r["paper_source"], r["note"]]))
         lines.append(
             f"| {r['model']} | {r['data']} | {r['protocol']} | {_fmt(r['paper_top1_err'])} | {_fmt(r['paper_top5_err'])} "
+            f"| {r['paper_images'] or ''} | {_fmt(r['weights_top1_err'])} | {_fmt(r['weights_top5_err'])} "
+            f"| {r['weights_images'] or ''} "
             f"| {_pm(r['top1_err'], r['top1_err_std'])} | {_pm(r['top5_err'], r['top5_err_std'])} "
-            f"| {_fmt(r['diff_top1_err'])} | {_fmt(r['diff_top5_err'])} | {r['runs'] or ''} | {r['images'] or ''} "
-            f"| {r['epochs']} | {gpu} | {_fmt(r['params_m'])} | {_fmt(r['gmacs'], 3)} | {r['commit']} "
+            f"| {r['runs'] or ''} | {r['images'] or ''} | {_fmt(r['diff_top1_err'])} | {_fmt(r['diff_top5_err'])} "
+            f"| {r['epochs']} | {gpu} | {_fmt(r['params_m'])} | {_fmt(r['gmacs'], 3)} | {r['weights']} | {r['commit']} "
             f"| {r['recipe']} | {r['wandb']} | {src} |"
         )
     out = head + "\n".join(lines) + "\n"

@@ -115,3 +115,35 @@ def test_scontrol_requeue_resumes_from_the_newest_complete_checkpoint(tmp_path, 
     assert "DUE TO JOB REQUEUE" in log
     step = int(re.search(r"resumed at step (\d+)", log).group(1))
     assert step > 0  # from a checkpoint, not from scratch
+
+
+def test_seeds_run_as_one_job_array_and_the_table_shows_their_spread(tmp_path, cluster, tiny_shards, tiny_recipe):
+    # issue 14: `--seeds 2` is one sbatch --array of two one-task fits, each its own run folder and seed
+    p = run_cnnrepro(["submit", str(tiny_recipe), "--data.root", str(tiny_shards), "--data.num_workers", "1",
+                      "--tasks-per-node", "1", "--cpus-per-task", "1", "--time", "30", "--trainer.max_epochs", "1",
+                      "--seeds", "2", "--wait"], tmp_path, env_extra=cluster, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    array = re.search(r"submitted job array (\d+): 2 run\(s\)", p.stdout).group(1)
+    runs = re.findall(r"run folder: (\S+) \(job (\S+), seed (\d+)\)", p.stdout)
+    assert [(job, seed) for _, job, seed in runs] == [(f"{array}_0", "0"), (f"{array}_1", "1")]
+    # SLURM itself knows them as the tasks of one array
+    tasks = subprocess.run(["sacct", "-n", "-X", "-j", array, "-o", "JobID%30"], capture_output=True, text=True,
+                           env={**os.environ, **cluster}).stdout.split()
+    assert sorted(tasks) == [f"{array}_0", f"{array}_1"], tasks
+    recs = [json.loads((Path(f) / "record.json").read_text()) for f, _, _ in runs]
+    assert [r["seed"] for r in recs] == [0, 1] and len({r["run_dir"] for r in recs}) == 2
+    assert [Path(r["run_dir"]).name for r in recs] == ["fit-000", "fit-001"]
+    # one run group, the recipe's name: RunFolder makes it the W&B group (checked in tests/test_cli.py)
+    assert {Path(r["run_dir"]).parent.name for r in recs} == {"tiny"}
+    assert all(r["samples"] == 20 for r in recs) and all(r["wandb_id"] for r in recs)
+    t = run_cnnrepro(["table", "runs", "--csv"], tmp_path)
+    assert t.returncode == 0, t.stderr
+    import csv
+    import io
+
+    (row,) = [r for r in csv.DictReader(io.StringIO(t.stdout)) if r["command"] == "fit"]
+    assert row["runs"] == "2" and sorted(row["seeds"].split(",")) == ["0", "1"] and row["images"] == "20"
+    errs = [100.0 - r["top1"] for r in recs]
+    assert float(row["top1_err"]) == pytest.approx(sum(errs) / 2) and row["top1_err_std"] != ""
+    md = run_cnnrepro(["table", "runs"], tmp_path).stdout
+    assert " ± " in md.splitlines()[2] and "| 2 | 20 |" in md.splitlines()[2], md

@@ -66,3 +66,35 @@ def test_missing_explicit_cluster_config_is_an_error(tmp_path):
 def test_bad_options_are_one_clear_error(recipe, argv, match):
     with pytest.raises(UserError, match=match):
         build_submission([str(recipe), *argv])
+
+
+def _arg(args, key):
+    return args[len(args) - 1 - args[::-1].index(key) + 1]
+
+
+def test_seeds_make_one_run_folder_and_one_seed_per_task(recipe, tmp_path):
+    from cnnrepro.commands.submit import build_array_submission
+
+    params, jobs, folders, logs, wait = build_array_submission(
+        [str(recipe), "--data.root", "/data", "--seeds", "3", "--seed_everything", "7", "--tasks-per-node", "2"])
+    assert [_arg(j.fit_args, "--seed_everything") for j in jobs] == ["7", "8", "9"]  # S defines the first seed
+    assert folders == [tmp_path / "runs" / "r" / f"fit-{i:03d}" for i in range(3)]
+    assert [_arg(j.fit_args, "--run.folder") for j in jobs] == [str(f) for f in folders]
+    assert [j.run_folder for j in jobs] == [str(f) for f in folders] and all(f.is_dir() for f in folders)
+    # everything but the seed and the folder is the same fit: same group (runs/r), same layout
+    strip = [[a for a in j.fit_args if a not in ("7", "8", "9") and not a.startswith(str(tmp_path))] for j in jobs]
+    assert strip[0] == strip[1] == strip[2] and _arg(jobs[0].fit_args, "--trainer.devices") == "2"
+    assert params["ntasks_per_node"] == 2 and logs == tmp_path / "runs" / "r" / "slurm" and not wait
+
+
+def test_seeds_start_at_the_recipes_seed_and_need_an_integer(recipe, tmp_path):
+    from cnnrepro.commands.submit import build_array_submission
+
+    (tmp_path / "s.yaml").write_text("seed_everything: 3\nmodel:\n  arch: alexnet\n")
+    _, jobs, *_ = build_array_submission([str(tmp_path / "s.yaml"), "--seeds", "2"])
+    assert [_arg(j.fit_args, "--seed_everything") for j in jobs] == ["3", "4"]
+    (tmp_path / "t.yaml").write_text("seed_everything: true\nmodel:\n  arch: alexnet\n")
+    with pytest.raises(SubmitError, match=r"--seeds needs an integer first seed.*--seed_everything S"):
+        build_array_submission([str(tmp_path / "t.yaml"), "--seeds", "2"])
+    with pytest.raises(SubmitError, match="--seeds 0"):
+        build_array_submission([str(recipe), "--seeds", "0", "--seed_everything", "1"])
