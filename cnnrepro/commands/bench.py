@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 
 def _data(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench data", description="loader throughput per core")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench data", description="loader throughput per core")
     p.add_argument("--root", default=None,
                    help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
                         "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs")
@@ -48,7 +48,7 @@ def _data(args: list[str]) -> int:
 
 
 def _train(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench train",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench train",
                                 description="Lightning path vs a plain PyTorch loop, same model and batches. "
                                             "Other arguments: RECIPE [fit overrides], as for `cnnrepro fit`.")
     p.add_argument("--steps", type=int, default=12)
@@ -71,7 +71,7 @@ def _train(args: list[str]) -> int:
 
 
 def _lrn(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench lrn",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench lrn",
                                 description="torch's LocalResponseNorm vs cnnrepro's, layer and training step, "
                                             "on random batches (no data needed)")
     p.add_argument("--model", default="alexnet")
@@ -103,6 +103,6 @@ def main(verb: str, args: list[str]) -> int:
         return _data(args[1:])
     if what == "lrn":
         return _lrn(args[1:])
-    argparse.ArgumentParser(prog="cnnrepro bench").error(
+    argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench").error(
         "choose `bench data`, `bench train RECIPE ...` or `bench lrn`")
     return 2
