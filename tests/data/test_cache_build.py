@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+import cnnrepro
+
+SRC = Path(cnnrepro.__file__).resolve().parents[1]  # the tree under test, for the child processes
 
 
 def _start_together(code: str, cache: Path, n: int) -> list[subprocess.CompletedProcess]:
-    env = {**os.environ, "CNNREPRO_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CNNREPRO_CACHE": str(cache), "PYTHONPATH": str(SRC)}
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(n)]
     out = []
@@ -64,7 +66,7 @@ def test_a_waiting_process_says_what_it_waits_for(tmp_path):
     folder = tmp_path / "c"
     code = ("import sys; from pathlib import Path; from cnnrepro.data.cache import build_lock\n"
             f"with build_lock(Path({str(folder)!r}), 'the test set'):\n    print('got it', flush=True)\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     with build_lock(folder, "the test set"):
         p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
