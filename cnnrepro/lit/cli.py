@@ -52,6 +52,12 @@ RECIPE_OPTIMIZER_KEYS = ("model.optimizer", "model.lr", "model.momentum", "model
 
 
 class _Parser(LightningArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # argparse would read `--trainer.max_epoch 3` as --trainer.max_epochs (any unique prefix):
+        # a typo must be refused, not silently taken for the key it happens to prefix
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def dump(self, cfg, *args, **kwargs):
         # `extends` is resolved by cnnrepro before parsing (the chain becomes --config files): a
         # dumped config is the whole resolved recipe, so it must not point at a base again

@@ -67,6 +67,7 @@ def test_missing_explicit_cluster_config_is_an_error(tmp_path):
     # an abbreviation of --gpus-per-node is not read as it (argparse's allow_abbrev): it is no option at all
     (["--gpus", "2"], "--gpus"),
     (["--tasks", "2"], "--tasks"),
+    (["--trainer.max_epoch", "3"], "--trainer.max_epoch"),  # the fit parser takes no abbreviation either
 ])
 def test_bad_options_are_one_clear_error(recipe, tmp_path, argv, match):
     with pytest.raises(UserError, match=match):
