@@ -60,7 +60,7 @@ def build_lock(folder: Path, what: str) -> Iterator[None]:
 
 
 def _no_lock(path: Path, e: OSError) -> UserError:
-    # e.g. ENOLCK: an NFS mount without lockd (nolock), a Lustre mount without -o flock
+    # e.g. ENOLCK: an NFS mount without lockd (nolock)
     return UserError(f"{path}: cannot lock the cache folder ({e.strerror}); point CNNREPRO_CACHE at a folder on a "
                      f"file system with file locks (a node-local disk works: each node then builds its own copy)")
 
