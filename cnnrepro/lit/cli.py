@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Literal, Optional
 
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
@@ -38,7 +38,7 @@ from .callbacks import EpochMetricsResume, RunHistory, Throughput
 from .checkpoint_io import read_checkpoint_hparams
 from .module import ClassifierModule
 from .preemption import Preemption, slurm_plugins
-from .resume import ExactResume
+from .resume import ExactResume, ResumedProgressBar
 from .runs import RunFolder
 
 __all__ = ["CnnreproCLI", "run_command", "parse_only", "instantiate_model_and_data", "COMMANDS"]
@@ -251,6 +251,9 @@ class CnnreproCLI(LightningCLI):
             ]
             self.history = RunHistory(self.run.attempts_path, self.t_start)
             callbacks += [self.history, EpochMetricsResume()]
+            if trainer_cfg.get("enable_progress_bar") is not False and not any(
+                    isinstance(c, ProgressBar) for c in trainer_cfg.get("callbacks") or []):
+                callbacks.append(ResumedProgressBar())  # Lightning's bar, right after a mid-epoch resume
             if trainer_cfg.get("plugins") is None:
                 kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
