@@ -97,3 +97,16 @@ def test_an_unknown_model_name_is_one_line_naming_the_flag_and_the_list(tmp_path
 def test_profile_of_an_unknown_model_is_one_line(tmp_path):
     p = run(["profile", "nosuchnet"], tmp_path)
     assert "`cnnrepro models`" in _one_line_error(p)
+
+
+def test_a_resume_at_another_global_batch_is_one_line_naming_both(trained):
+    # issue 16.6: a resume on another layout silently trained at the checkpoint's lr under a new batch
+    work, recipe, data, ckpt = trained
+    before = _new_runs(work)
+    p = run(["fit", str(recipe), *data, "--data.batch_size", "2", "--trainer.max_epochs", "2", "--ckpt_path",
+             str(ckpt)], work)
+    line = _one_line_error(p)
+    assert "global batch 4 = 1 device(s) x --data.batch_size 4" in line, line
+    assert "global batch 2 = 1 device(s) x --data.batch_size 2" in line and "use --data.batch_size 4" in line
+    assert torch.load(ckpt, weights_only=True)["cnnrepro_batch_plan"]["global_batch"] == 4
+    del before

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _data(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench data", description="loader throughput per core")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench data", description="loader throughput per core")
     p.add_argument("--root", default=None,
                    help="benchmark your own JPEGs: an ImageFolder tree (DIR/train/<class>/ or DIR/<class>/) or a "
                         "folder of shards (DIR/manifest.json); default: a generated set of photo JPEGs. A remote "
@@ -71,7 +71,7 @@ def _shards(args: list[str]) -> int:
     from cnnrepro.data.bench_scale import bench_shards, render_shards
     from cnnrepro.data.cache import cache_dir
 
-    p = argparse.ArgumentParser(prog="cnnrepro bench shards",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench shards",
                                 description="shard writing, epoch start and streaming memory on synthetic "
                                             "ImageNet-shaped trees, at several sizes")
     p.add_argument("--images", default="10000,100000", help="comma-separated training-set sizes")
@@ -101,7 +101,7 @@ def _shards(args: list[str]) -> int:
 
 
 def _train(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench train",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench train",
                                 description="Lightning path vs a plain PyTorch loop, same model and batches. "
                                             "Other arguments: RECIPE [fit overrides], as for `cnnrepro fit`.")
     p.add_argument("--steps", type=int, default=12)
@@ -124,7 +124,7 @@ def _train(args: list[str]) -> int:
 
 
 def _lrn(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro bench lrn",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench lrn",
                                 description="torch's LocalResponseNorm vs cnnrepro's, layer and training step, "
                                             "on random batches (no data needed)")
     p.add_argument("--model", default="alexnet")
@@ -158,6 +158,6 @@ def main(verb: str, args: list[str]) -> int:
         return _lrn(args[1:])
     if what == "shards":
         return _shards(args[1:])
-    argparse.ArgumentParser(prog="cnnrepro bench").error(
+    argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench").error(
         "choose `bench data`, `bench shards`, `bench train RECIPE ...` or `bench lrn`")
     return 2

@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 
 def main(verb: str, args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro models", description="the model zoo with parameters and MACs")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro models", description="the model zoo with parameters and MACs")
     p.add_argument("pattern", nargs="?", default=None, help="glob over registry names, e.g. 'resnet*'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-macs", action="store_true", help="skip counting MACs (faster)")

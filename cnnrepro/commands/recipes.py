@@ -64,7 +64,7 @@ def _report(folder: Path, name: str | None, all_: bool, out: str | None) -> int:
 
 
 def main(verb: str, args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro recipes",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro recipes",
                                 description="check the paper recipes; write their fidelity reports")
     p.add_argument("action", choices=["check", "report"])
     p.add_argument("name", nargs="?", help="report: the recipe (registry name); check: the recipes folder")

@@ -54,7 +54,7 @@ def _records_default(a) -> None:
 
 
 def table_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro table", description="reproduced numbers beside the papers' numbers")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro table", description="reproduced numbers beside the papers' numbers")
     _common(p)
     p.add_argument("--csv", action="store_true", help="print CSV instead of Markdown")
     p.add_argument("--out", default=None, help="folder to write table.md and table.csv into (e.g. results/)")
@@ -94,7 +94,7 @@ def table_command(args: list[str]) -> int:
 def plot_command(args: list[str]) -> int:
     from cnnrepro.results.plot import plot_accuracy_vs_macs  # matplotlib: see table_command
 
-    p = argparse.ArgumentParser(prog="cnnrepro plot", description="top-1 accuracy against GMACs (PNG and SVG)")
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro plot", description="top-1 accuracy against GMACs (PNG and SVG)")
     _common(p)
     p.add_argument("--out", required=True, help="output path without suffix, e.g. results/accuracy_vs_macs")
     a = p.parse_args(args)
@@ -117,7 +117,7 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 
 def profile_command(args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro profile",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro profile",
                                 description="params, MACs, peak activation memory, latency and throughput by batch size")
     p.add_argument("models", nargs="+", help="registry names, globs ('resnet*') or 'all'")
     p.add_argument("--batch-sizes", type=_sizes, default=(1, 2, 4, 8, 16, 32, 64), help="default 1,2,4,8,16,32,64")

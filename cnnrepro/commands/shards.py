@@ -15,7 +15,7 @@ __all__ = ["main"]
 
 
 def main(verb: str, args: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="cnnrepro shards", description="ImageNet (tree, ILSVRC2012 archives or Kaggle "
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro shards", description="ImageNet (tree, ILSVRC2012 archives or Kaggle "
                                 "layout) -> WebDataset shards + manifest")
     p.add_argument("src", help="SRC/train/<wnid>/* (+ SRC/val/<wnid>/*); or a folder with ILSVRC2012_img_train.tar, "
                                "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz (or LOC_val_solution.csv); "

@@ -19,7 +19,7 @@ __all__ = ["main", "parser", "build_submission", "build_array_submission"]
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = argparse.ArgumentParser(allow_abbrev=False,
         prog="cnnrepro submit",
         description="Submit `cnnrepro fit RECIPE [overrides]` as a SLURM job through submitit. Options "
                     "not listed here are fit overrides (--data.root ..., --trainer.max_epochs ...).",

@@ -38,7 +38,7 @@ from PIL import Image
 
 from cnnrepro.errors import UserError
 
-from .cache import cache_dir
+from .cache import build_lock, cache_dir
 from .demo import DEMO_CLASSES, _load_photo
 
 __all__ = ["bench_data", "render_data", "build_bench_tree", "measure", "collect_root", "set_summary",
@@ -239,16 +239,19 @@ def bench_data(*, root: str | None = None, preset: str = "default", images: int 
         rootp = Path(root).resolve()
         if not rootp.is_dir():
             raise BenchInputError(f"--root {root}: not a folder")
-        tag = f"root-{hashlib.sha1(str(rootp).encode()).hexdigest()[:12]}-{images}"
-        tree = collect_root(rootp, cache / f"tree-{tag}", images)
-        source = f"--root {rootp}"
-    else:
-        tag = f"{images}" + ("" if (quality, noise) == PRESETS["default"] else f"-q{quality}-noise{noise:g}")
-        tree = build_bench_tree(cache / f"tree-{tag}", images, noise=noise, quality=quality)
-        source = f"generated set, preset {preset} (photo content, quality {quality}, noise {noise:g})"
-    shards = cache / f"shards-{tag}"
-    if not (shards / "manifest.json").exists():
-        write_shards(tree, shards, samples_per_shard=128, workers=1, progress=False)
+    # two benchmarks started at once on a fresh cache would write the same set: one builds it
+    with build_lock(cache, "the benchmark set"):
+        if root:
+            tag = f"root-{hashlib.sha1(str(rootp).encode()).hexdigest()[:12]}-{images}"
+            tree = collect_root(rootp, cache / f"tree-{tag}", images)
+            source = f"--root {rootp}"
+        else:
+            tag = f"{images}" + ("" if (quality, noise) == PRESETS["default"] else f"-q{quality}-noise{noise:g}")
+            tree = build_bench_tree(cache / f"tree-{tag}", images, noise=noise, quality=quality)
+            source = f"generated set, preset {preset} (photo content, quality {quality}, noise {noise:g})"
+        shards = cache / f"shards-{tag}"
+        if not (shards / "manifest.json").exists():
+            write_shards(tree, shards, samples_per_shard=128, workers=1, progress=False)
     files = sorted(f for f in (tree / "train").rglob("*") if f.is_file())
     summary = set_summary(files)
 

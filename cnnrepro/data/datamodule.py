@@ -31,6 +31,11 @@ DATA_ENV = "CNNREPRO_DATA"
 # Our streams' __len__ is exact for every worker count (they yield whole batches with per-worker
 # quotas), which is the case Lightning's generic warning cannot know about.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+# A mid-epoch resume: Lightning warns unless the DataLoader implements state_dict/load_state_dict,
+# but this DataModule resumes its own stream at the checkpoint's batch (resume_at, called by
+# lit/resume.py's ExactResume), so the epoch continues exactly; the warning would say the opposite.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended "
+                                          r"and your dataloader is not resumable")
 
 
 class DataConfigError(UserError):

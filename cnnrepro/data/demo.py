@@ -15,12 +15,13 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .cache import cache_dir
+from .cache import build_lock, cache_dir
 
 __all__ = ["DEMO_CLASSES", "build_demo_tree", "demo_root", "ensure_demo_shards"]
 
@@ -76,7 +77,10 @@ def _sample(photo: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, 
 def build_demo_tree(
     root: str | Path, *, train_per_class: int = 80, val_per_class: int = 20, seed: int = 0
 ) -> Path:
-    """Write the demo tree under ``root`` (deterministic for a given seed and counts)."""
+    """Write the demo tree under ``root`` (deterministic for a given seed and counts).
+
+    Not safe to run twice at once on the same ``root`` (both would write ``<root>.partial``):
+    ``ensure_demo_shards`` serialises it with the cache's build lock."""
     root = Path(root)
     tmp = root.with_name(root.name + ".partial")
     if tmp.exists():
@@ -121,8 +125,13 @@ def ensure_demo_shards(*, samples_per_shard: int = 100, workers: int | None = No
     root = demo_root()
     tree = root / "tree"
     shards = root / "shards"
-    if not (tree / "DEMO.json").exists():
-        build_demo_tree(tree)
-    if not (shards / "manifest.json").exists():
-        write_shards(tree, shards, samples_per_shard=samples_per_shard, workers=workers, progress=False)
+    if (shards / "manifest.json").exists():  # the writer writes the manifest last
+        return shards
+    # the ranks of a job all get here on a fresh cache: one builds, the others wait and reuse it
+    with build_lock(root, "the demo dataset"):
+        if not (tree / "DEMO.json").exists():
+            print(f"cnnrepro: building the demo dataset once in {root}", file=sys.stderr, flush=True)
+            build_demo_tree(tree)
+        if not (shards / "manifest.json").exists():
+            write_shards(tree, shards, samples_per_shard=samples_per_shard, workers=workers, progress=False)
     return shards

@@ -22,6 +22,8 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +113,7 @@ def load_packaged_subset(val_per_class: int = 100) -> dict[str, tuple[np.ndarray
 def ensure_mnist_shards(source: str = "mnist") -> Path:
     """Shards of an MNIST source ("mnist" = the packaged subset, or an IDX folder), built once into
     the cache and reused."""
-    from .cache import cache_dir
-    from .shards import write_shards
+    from .cache import build_lock, cache_dir
 
     if source == "mnist":
         tag, loader = "mnist-packaged-5k", load_packaged_subset
@@ -123,14 +124,27 @@ def ensure_mnist_shards(source: str = "mnist") -> Path:
     dst = cache_dir() / tag / "shards"
     if (dst / "manifest.json").is_file():
         return dst
+    # every rank of a job asks at once on a fresh cache: one converts, the others wait for it
+    with build_lock(cache_dir() / tag, f"the MNIST shards of {source}"):
+        if not (dst / "manifest.json").is_file():
+            print(f"cnnrepro: converting MNIST ({source}) once into {dst}", file=sys.stderr, flush=True)
+            _convert(loader, cache_dir() / tag / "tree", dst)
+    return dst
+
+
+def _convert(loader, tree: Path, dst: Path) -> None:
+    from .shards import write_shards
+
     splits = loader()
-    tree = cache_dir() / tag / "tree"
+    if tree.exists():  # left by a conversion that was killed: its files may be cut short
+        shutil.rmtree(tree)
     for split, (x, y) in splits.items():
         for c in range(10):
             (tree / split / str(c)).mkdir(parents=True, exist_ok=True)
         for i, (img, lab) in enumerate(zip(x, y)):
             Image.fromarray(img, mode="L").save(tree / split / str(int(lab)) / f"{split}_{i:05d}.png")
     tmp = dst.with_name("shards.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     write_shards(tree, tmp, samples_per_shard=2000, workers=min(2, os.cpu_count() or 1))
     tmp.rename(dst)
-    return dst

@@ -15,7 +15,9 @@ checkpoint); ``FitJob.checkpoint`` resubmits the same arguments, which resume by
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
 import shutil
@@ -27,6 +29,7 @@ from typing import Any
 import submitit
 import torch.distributed as dist
 import yaml
+from submitit.core.utils import FailedJobError
 
 from cnnrepro.errors import UserError
 from cnnrepro.lit.cli import parse_only, run_command
@@ -171,7 +174,6 @@ def build_submission(a: Namespace, overrides: list[str]):
                           "to continue an earlier run, `cnnrepro fit ... --ckpt_path PATH` inside an sbatch script "
                           "(slurm/fit.sbatch)")
     name = fit_cfg["run"]["name"] or fit_cfg["model"]["arch"]
-    folder = next_run_dir(Path(fit_cfg["run"]["dir"]) / name, "fit").resolve()
 
     nodes = int(pick("nodes", 1))
     gpus = pick("gpus_per_node")
@@ -192,7 +194,6 @@ def build_submission(a: Namespace, overrides: list[str]):
     if world > 1 and not _given(overrides, "--trainer.strategy"):
         # DDPStrategy picks the backend from the device: NCCL for CUDA, gloo for CPU
         fit_args += ["--trainer.strategy", "ddp"]
-    fit_args += ["--run.folder", str(folder)]
 
     extra: dict[str, Any] = dict(cfg.get("sbatch_extra") or {})
     for kv in a.sbatch_extra:
@@ -225,8 +226,29 @@ def build_submission(a: Namespace, overrides: list[str]):
         params["time"] = 60 * 24
     if cfg.get("setup"):
         params["setup"] = [str(s) for s in cfg["setup"]]
+    # the run folder is made last, once every option has been checked: a refused submission
+    # leaves no empty fit-NNN behind (and does not shift the next run's number)
+    folder = next_run_dir(Path(fit_cfg["run"]["dir"]) / name, "fit").resolve()
+    fit_args += ["--run.folder", str(folder)]
     logs = Path(a.logs or cfg.get("logs") or (folder / "slurm")).expanduser()
     return params, FitJob(fit_args, str(folder)), folder, logs, a.wait
+
+
+def _submit_or_clean_up(executor: submitit.SlurmExecutor, job_fn: FitJob, folder: Path) -> submitit.Job:
+    """``executor.submit``; when sbatch refuses the job, remove the run folder made for it (nothing ran
+    in it) and raise sbatch's own reason as one line."""
+    err = io.StringIO()
+    try:
+        # submitit prints sbatch's stderr itself before raising it: keep it for the one-line message
+        with contextlib.redirect_stderr(err):
+            return executor.submit(job_fn)
+    except (FailedJobError, OSError) as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        lines = [ln.strip() for ln in (str(e) or err.getvalue()).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(e).__name__
+        raise SubmitError(f"sbatch refused the job ({reason}); check the SLURM options "
+                          f"(--partition, --gpus-per-node / --tasks-per-node, --mem, --time, --sbatch-extra); "
+                          f"the run folder {folder} was removed") from None
 
 
 def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -> int:
@@ -237,7 +259,7 @@ def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -
                           "(on this machine: tests/launch/slurm-cluster.sh start)")
     executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=params.pop("max_num_timeout"))
     executor.update_parameters(**params)
-    job = executor.submit(job_fn)
+    job = _submit_or_clean_up(executor, job_fn, folder)
     (folder / "slurm_job_id.txt").write_text(f"{job.job_id}\n")
     print(f"submitted job {job.job_id}: {params['nodes']} node(s) x {params['ntasks_per_node']} task(s)")
     print(f"run folder: {folder}")

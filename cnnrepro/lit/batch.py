@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 
 from cnnrepro.errors import UserError
 
-__all__ = ["BatchPlan", "BatchRuleError", "resolve_batch", "BATCH_RULES", "GOYAL_WARMUP_EPOCHS"]
+__all__ = ["BatchPlan", "BatchRuleError", "resolve_batch", "check_resume_layout", "BATCH_RULES",
+           "GOYAL_WARMUP_EPOCHS"]
 
 BATCH_RULES = ("none", "linear", "sqrt")
 GOYAL_WARMUP_EPOCHS = 5.0  # Goyal et al. 2017, Sec. 2.2: "reaching eta_hat = k eta after 5 epochs"
@@ -89,3 +90,45 @@ def _refusal(paper: int, per_device: int, world: int, accum: int) -> str:
     fixes.append("or choose a scaling rule: --model.batch_rule linear (Goyal et al. 2017, with warmup) "
                  "or --model.batch_rule sqrt")
     return msg + "Fix: " + "; ".join(fixes)
+
+
+def check_resume_layout(saved: dict | None, plan: BatchPlan, ckpt_path: str | None) -> str | None:
+    """Compare the batch layout a checkpoint was trained with (``saved``: its ``BatchPlan.as_dict()``,
+    None for checkpoints written before it was stored) with this run's ``plan``.
+
+    A different global batch or gradient accumulation is refused (BatchRuleError, one line with both
+    layouts and the fix): the restored state counts in the checkpoint's units. The LR schedule's
+    position is a count of optimizer steps over steps-per-epoch (both restored from the checkpoint:
+    torch's LambdaLR restores the schedule object's attributes), the epoch's resume point is a count
+    of per-device batches (Lightning's loop progress), and the restored optimizer carries the
+    checkpoint's learning rate, not the one the batch rule would give the new batch. Silently
+    continuing is what issue 16.6 saw (a resume on 1 device instead of 2 trained on at half the lr).
+
+    Another world size at the same global batch and accumulation (e.g. 2 devices x 64 resumed as 1
+    x 128) keeps the lr, the schedule and the step counts; only the data order from here on and the
+    dropout masks differ from an uninterrupted run's. Returns that notice (None when nothing changed).
+    """
+    if not saved:
+        return None
+    old = (saved.get("global_batch"), saved.get("accumulate"), saved.get("world_size"), saved.get("per_device_batch"))
+    new = (plan.global_batch, plan.accumulate, plan.world_size, plan.per_device_batch)
+    if old == new:
+        return None
+
+    def layout(g, acc, world, per):
+        return f"global batch {g} = {world} device(s) x --data.batch_size {per} x --trainer.accumulate_grad_batches {acc}"
+
+    if old[:2] != new[:2]:
+        g, acc, world, per = old
+        if g % (acc * plan.world_size) == 0:  # the checkpoint's global batch on this run's devices
+            fix = (f"--data.batch_size {g // (acc * plan.world_size)} --trainer.accumulate_grad_batches {acc} "
+                   f"on these {plan.world_size} device(s)")
+        else:
+            fix = f"{world} device(s) with --data.batch_size {per} --trainer.accumulate_grad_batches {acc}"
+        raise BatchRuleError(
+            f"--ckpt_path {ckpt_path}: the checkpoint was trained with {layout(*old)}, this run has {layout(*new)}; "
+            f"a resume keeps the checkpoint's global batch and accumulation (its lr, LR-schedule position and "
+            f"epoch position are counted in them): use {fix}")
+    return (f"cnnrepro: resuming a checkpoint trained with {layout(*old)} on {layout(*new)}: the same global batch, "
+            f"lr {plan.lr:g} and LR schedule; the data order and dropout masks from here on differ from an "
+            f"uninterrupted run's")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from pytorch_lightning import seed_everything
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
@@ -39,7 +39,7 @@ from .callbacks import EpochMetricsResume, RunHistory, Throughput
 from .checkpoint_io import read_checkpoint_hparams
 from .module import ClassifierModule
 from .preemption import Preemption, slurm_plugins
-from .resume import ExactResume
+from .resume import ExactResume, ResumedProgressBar
 from .runs import RunFolder
 from .weights import LibraryEvalViews, WeightsNormalize, library_preprocessing, load_weights
 
@@ -54,6 +54,12 @@ RECIPE_OPTIMIZER_KEYS = ("model.optimizer", "model.lr", "model.momentum", "model
 
 
 class _Parser(LightningArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # argparse would read `--trainer.max_epoch 3` as --trainer.max_epochs (any unique prefix):
+        # a typo must be refused, not silently taken for the key it happens to prefix
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def dump(self, cfg, *args, **kwargs):
         # `extends` is resolved by cnnrepro before parsing (the chain becomes --config files): a
         # dumped config is the whole resolved recipe, so it must not point at a base again
@@ -262,6 +268,9 @@ class CnnreproCLI(LightningCLI):
             ]
             self.history = RunHistory(self.run.attempts_path, self.t_start)
             callbacks += [self.history, EpochMetricsResume()]
+            if trainer_cfg.get("enable_progress_bar") is not False and not any(
+                    isinstance(c, ProgressBar) for c in trainer_cfg.get("callbacks") or []):
+                callbacks.append(ResumedProgressBar())  # Lightning's bar, right after a mid-epoch resume
             if trainer_cfg.get("plugins") is None:
                 kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}

@@ -9,6 +9,7 @@ accumulators, so their reduction across DDP ranks is right by construction.
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -21,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from cnnrepro.models import create_model
 
-from .batch import resolve_batch
+from .batch import check_resume_layout, resolve_batch
 from .optim import TFRMSprop, param_groups
 from .schedules import EpochSchedule
 
@@ -178,9 +179,16 @@ class ClassifierModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["cnnrepro_epochs_trained"] = self.epochs_trained()
+        if self.batch_plan is not None:  # a resume compares its own batch layout with it
+            checkpoint["cnnrepro_batch_plan"] = self.batch_plan.as_dict()
 
     def on_load_checkpoint(self, checkpoint):
         self.ckpt_epochs = checkpoint.get("cnnrepro_epochs_trained")
+        if self.batch_plan is not None:  # fit (setup ran before the restore): the same batch, or refuse
+            note = check_resume_layout(checkpoint.get("cnnrepro_batch_plan"), self.batch_plan,
+                                       self.trainer.ckpt_path)
+            if note and self.trainer.is_global_zero:
+                print(note, file=sys.stderr, flush=True)
 
     def set_eval_protocol(self, protocol) -> None:
         """The protocol of validate/test: a ``Protocol``, or a ``ProtocolSet`` (``--protocol all``),

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 
-__all__ = ["ExactResume", "resume_batch"]
+__all__ = ["ExactResume", "ResumedProgressBar", "resume_batch"]
 
 
 def resume_batch(trainer: pl.Trainer | None, batches_per_epoch: int) -> int:
@@ -154,3 +155,26 @@ class ExactResume(pl.Callback):
             # Validation has run in this epoch, so the metrics exist: step them here, or the
             # resumed run's LR schedule lags the uninterrupted one by one epoch.
             _step_epoch_schedulers(trainer)
+
+
+class ResumedProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, started at the batch where a mid-epoch resume continues.
+
+    Lightning (2.6) does not call ``on_train_epoch_start`` for an epoch it resumes mid-way, so its
+    ``TQDMProgressBar`` showed that epoch as "Training", of unknown length, from 0, jumping to the
+    resumed batch at the first refresh: the batches trained before the resume counted as trained in
+    this attempt in its it/s and remaining time. Here the bar of a resumed epoch is set up as a
+    fresh epoch's, starting at the resumed batch (tqdm's ``initial``, which its rate leaves out).
+    """
+
+    def on_train_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        bar = self.train_progress_bar
+        total = trainer.num_training_batches
+        if bar is None or bar.disable or total == float("inf"):
+            return
+        done = resume_batch(trainer, int(total))  # 0 unless this epoch resumes mid-way
+        if done:
+            bar.total = int(self.total_train_batches)
+            bar.initial = bar.n = bar.last_print_n = done
+            bar.set_description(f"Epoch {trainer.current_epoch}")  # draws the bar

@@ -15,6 +15,7 @@ import configparser
 import csv
 import netrc
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -34,9 +35,14 @@ WANDB_PUBLIC_HOST = "api.wandb.ai"
 
 
 def next_run_dir(parent: Path, prefix: str) -> Path:
-    """Create and return ``parent/<prefix>-NNN`` with the next free number (race-free: mkdir)."""
+    """Create and return ``parent/<prefix>-NNN`` with the next free number (race-free: mkdir).
+
+    Only ``<prefix>-<digits>`` folders count: ``fit-slurm-<jobid>`` (slurm/fit.sbatch) is another
+    scheme, and reading its job id as a run number made every later run ``fit-<jobid+1>``.
+    """
     parent.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name.rsplit("-", 1)[1]) for p in parent.glob(f"{prefix}-*") if p.name.rsplit("-", 1)[1].isdigit()]
+    numbered = re.compile(rf"{re.escape(prefix)}-(\d+)")
+    taken = [int(m.group(1)) for p in parent.iterdir() if (m := numbered.fullmatch(p.name))]
     n = max(taken, default=-1) + 1
     while True:
         d = parent / f"{prefix}-{n:03d}"
@@ -48,9 +54,15 @@ def next_run_dir(parent: Path, prefix: str) -> Path:
 
 
 def latest_resumable(parent: Path) -> Path | None:
-    """The newest ``parent/fit-*`` folder holding ``checkpoints/last.ckpt``."""
-    runs = sorted((p for p in parent.glob("fit-*") if (p / "checkpoints" / "last.ckpt").exists()), key=lambda p: p.name)
-    return runs[-1] if runs else None
+    """The ``parent/fit-*`` folder whose ``checkpoints/last.ckpt`` was written last.
+
+    Ordered by that file's modification time, not by name: ``fit-NNN`` (cnnrepro fit / submit) and
+    ``fit-slurm-<jobid>`` (slurm/fit.sbatch) sort by name in no useful order (``fit-slurm-*`` after
+    every ``fit-NNN``), while the newest checkpoint is the run that trained last, whatever made it.
+    """
+    found = [(ckpt.stat().st_mtime_ns, p.name, p) for p in parent.glob("fit-*")
+             if (ckpt := p / "checkpoints" / "last.ckpt").is_file()]
+    return max(found)[2] if found else None
 
 
 def _wandb_host() -> str:
@@ -213,7 +225,8 @@ class RunFolder:
 
         fit with ``folder`` (a cluster job, `cnnrepro submit`): that folder, resumed from its
         ``last.ckpt`` when there is one (a requeued job) unless ``ckpt_path`` names another file;
-        fit with ``ckpt_path="last"``: the newest resumable ``fit-*`` run of the group, resumed in place;
+        fit with ``ckpt_path="last"``: the ``fit-*`` run of the group whose ``last.ckpt`` is the newest
+        (``latest_resumable``), resumed in place;
         otherwise a new ``<command>-NNN`` folder (``ckpt_path`` must then be an existing file or None).
         """
         parent = Path(runs_dir) / group
@@ -231,6 +244,9 @@ class RunFolder:
                 raise UserError(f"--ckpt_path last: no {parent}/fit-*/checkpoints/last.ckpt to resume; "
                                 f"start without --ckpt_path (or pass a checkpoint file)")
             path, ckpt_path = found, str(found / "checkpoints" / "last.ckpt")
+            # say which run "last" is: several schemes of folder names share the group
+            print(f"cnnrepro: --ckpt_path last: resuming {path} (the newest last.ckpt of {parent}/fit-*)",
+                  file=sys.stderr, flush=True)
         elif ckpt_path is not None and not Path(ckpt_path).is_file():
             raise UserError(f"--ckpt_path {ckpt_path}: no such checkpoint file")
         else:

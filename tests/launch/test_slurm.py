@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, run_cnnrepro
+from conftest import CNNREPRO, HERE, REPO, run_cnnrepro
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SCRIPT = str(HERE / "slurm-cluster.sh")
@@ -147,3 +147,55 @@ def test_seeds_run_as_one_job_array_and_the_table_shows_their_spread(tmp_path, c
     assert float(row["top1_err"]) == pytest.approx(sum(errs) / 2) and row["top1_err_std"] != ""
     md = run_cnnrepro(["table", "runs"], tmp_path).stdout
     assert " ± " in md.splitlines()[2] and "| 2 | 20 |" in md.splitlines()[2], md
+
+
+def _one_error_line(p):
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("cnnrepro: error:"), p.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_run_folder(tmp_path, cluster, tiny_shards, tiny_recipe):
+    # issue 16.7: a failed submit left an empty run folder and a 33-line traceback
+    p = _submit(tmp_path, cluster, tiny_shards, tiny_recipe, "--partition", "no-such-partition")
+    line = _one_error_line(p)
+    assert "sbatch refused the job" in line and "partition" in line.lower(), line
+    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
+
+
+def test_a_first_two_task_demo_submit_on_an_empty_cache_succeeds(tmp_path, cluster, tiny_recipe):
+    # issue 16.2: both ranks built the demo dataset at once and one failed (tree.partial)
+    assert not (tmp_path / "cache").exists()  # run_cnnrepro's CNNREPRO_CACHE: empty
+    p = run_cnnrepro(["submit", str(tiny_recipe), "--data.root", "demo", "--data.num_workers", "1",
+                      "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "30", "--trainer.max_epochs", "1",
+                      "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--wait"],
+                     tmp_path, env_extra=cluster, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    job, folder = _job(p.stdout)
+    logs = "".join((folder / "slurm" / f"{job}_{r}_log.err").read_text() for r in (0, 1))
+    assert logs.count("building the demo dataset once") == 1, logs[-3000:]
+    assert (tmp_path / "cache" / "demo-v1" / "shards" / "manifest.json").is_file()
+
+
+def test_fit_sbatch_runs_on_cpu_nodes_with_rank_logs_in_the_run_folder(tmp_path, cluster, tiny_shards, tiny_recipe):
+    # issue 16.9: the template hard-coded --gpus-per-node=8 (rejected on CPU-only nodes) and wrote
+    # every rank into slurm-<jobid>.out in the submit directory; sbatch's command line sets the resources
+    env = {**os.environ, **cluster, "CNNREPRO_CACHE": str(tmp_path / "cache"), "WANDB_MODE": "offline",
+           "PATH": f"{Path(CNNREPRO).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run(["sbatch", "--wait", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=30",
+                        str(REPO / "slurm" / "fit.sbatch"), str(tiny_recipe), "--data.root", str(tiny_shards),
+                        "--data.num_workers", "1", "--trainer.max_epochs", "1"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    job = p.stdout.strip().split(";")[0]
+    batch_out = tmp_path / f"slurm-{job}.out"
+    assert p.returncode == 0, p.stderr[-2000:] + (batch_out.read_text()[-3000:] if batch_out.exists() else "")
+    folder = tmp_path / "runs" / "tiny" / f"fit-slurm-{job}"
+    rec = json.loads((folder / "record.json").read_text())
+    assert rec["hardware"]["world_size"] == 2 and rec["run_dir"].endswith(f"fit-slurm-{job}")
+    for rank in (0, 1):  # one log per rank, in the run folder, named as `cnnrepro submit`'s
+        assert (folder / "slurm" / f"{job}_{rank}_log.err").is_file()
+    assert "distributed_backend=gloo" in (folder / "slurm" / f"{job}_0_log.err").read_text()
+    batch = batch_out.read_text()
+    assert f"run folder {Path('runs') / 'tiny' / f'fit-slurm-{job}'}" in batch
+    assert "distributed_backend" not in batch  # the ranks' output is not in the batch file

@@ -1,5 +1,7 @@
 """`cnnrepro submit` option handling, without a cluster: what reaches sbatch and `cnnrepro fit`."""
 
+import os
+
 import pytest
 
 from cnnrepro.commands.submit import build_submission
@@ -62,10 +64,15 @@ def test_missing_explicit_cluster_config_is_an_error(tmp_path):
     (["--ckpt_path", "x.ckpt"], "ckpt_path"),
     (["--nodez", "2"], "--nodez"),
     (["--gpus-per-node", "4", "--tasks-per-node", "2"], "disagree"),
+    # an abbreviation of --gpus-per-node is not read as it (argparse's allow_abbrev): it is no option at all
+    (["--gpus", "2"], "--gpus"),
+    (["--tasks", "2"], "--tasks"),
+    (["--trainer.max_epoch", "3"], "--trainer.max_epoch"),  # the fit parser takes no abbreviation either
 ])
-def test_bad_options_are_one_clear_error(recipe, argv, match):
+def test_bad_options_are_one_clear_error(recipe, tmp_path, argv, match):
     with pytest.raises(UserError, match=match):
         build_submission([str(recipe), *argv])
+    assert not (tmp_path / "runs").exists()  # a refused submission leaves no run folder behind
 
 
 def _arg(args, key):
@@ -98,3 +105,31 @@ def test_seeds_start_at_the_recipes_seed_and_need_an_integer(recipe, tmp_path):
         build_array_submission([str(tmp_path / "t.yaml"), "--seeds", "2"])
     with pytest.raises(SubmitError, match="--seeds 0"):
         build_array_submission([str(recipe), "--seeds", "0", "--seed_everything", "1"])
+
+
+
+
+def test_other_commands_take_no_abbreviations(capsys):
+    # every argparse in cnnrepro/commands sets allow_abbrev=False: `--no-mac` is not `--no-macs`
+    from cnnrepro.commands import models
+
+    with pytest.raises(SystemExit) as e:
+        models.main("models", ["--no-mac"])
+    assert e.value.code == 2 and "unrecognized arguments: --no-mac" in capsys.readouterr().err
+
+
+def test_a_job_sbatch_refuses_leaves_no_run_folder_and_one_line(recipe, tmp_path, monkeypatch, capsys):
+    # a stand-in for sbatch answering as SLURM does when it refuses a job (exit 1, its reason on stderr);
+    # the real refusal is tested on the SLURM cluster in test_slurm.py
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Requested node "
+                                   "configuration is not available' >&2\nexit 1\n")
+    (bindir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    from cnnrepro.cli import main
+
+    assert main(["submit", str(recipe), "--gpus-per-node", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Requested node configuration is not available" in err, err
+    assert not any((tmp_path / "runs" / "r").iterdir())  # the fit-000 made for it is gone
