@@ -154,19 +154,17 @@ def bench_train(module, dm, *, steps: int = 12, warmup: int = 3, rounds: int = 3
     init_state = copy.deepcopy(module.state_dict())
     legs: dict[str, list[dict]] = {"bare": [], "callbacks": []}
     plain_ips = []
-    callbacks_leg = {}
     with tempfile.TemporaryDirectory(prefix="cnnrepro-bench-", dir=ckpt_dir) as tmp:
         for r in range(rounds):
-            for leg in legs:
+            for leg, runs in legs.items():
                 module.load_state_dict(init_state)
-                legs[leg].append(_lightning(module, batches, warmup, log_every_n_steps=log_every_n_steps,
-                                            run_dir=None if leg == "bare" else f"{tmp}/{r}",
-                                            ckpt_every_n_steps=ckpt_every_n_steps))
+                runs.append(_lightning(module, batches, warmup, log_every_n_steps=log_every_n_steps,
+                                       run_dir=None if leg == "bare" else f"{tmp}/{r}",
+                                       ckpt_every_n_steps=ckpt_every_n_steps))
             plain = copy.deepcopy(module.model).to(device)
             plain.load_state_dict({k[len("model."):]: v for k, v in init_state.items() if k.startswith("model.")})
             plain_ips.append(_plain_loop(plain, hp, batches, warmup, aux_weights=aux)[0])
             shutil.rmtree(f"{tmp}/{r}", ignore_errors=True)  # a checkpoint pair per round: keep the disk free
-        callbacks_leg = {k: legs["callbacks"][-1][k] for k in ("callbacks", "checkpoints")}
     med = {leg: {k: statistics.median(v[k] for v in runs) for k in ("images_per_sec", "epoch_end_sec")}
            for leg, runs in legs.items()}
     res = {
@@ -180,8 +178,8 @@ def bench_train(module, dm, *, steps: int = 12, warmup: int = 3, rounds: int = 3
         "lightning_images_per_sec": med["bare"]["images_per_sec"],
         "callbacks_images_per_sec": med["callbacks"]["images_per_sec"],
         "plain_images_per_sec": statistics.median(plain_ips),
-        "callbacks": callbacks_leg["callbacks"],
-        "checkpoints": callbacks_leg["checkpoints"],
+        "callbacks": legs["callbacks"][-1]["callbacks"],
+        "checkpoints": legs["callbacks"][-1]["checkpoints"],
         "checkpoint_dir": ckpt_dir or tempfile.gettempdir(),
         "epoch_end_sec": {"bare": med["bare"]["epoch_end_sec"], "callbacks": med["callbacks"]["epoch_end_sec"]},
     }

@@ -41,7 +41,7 @@ from .preemption import Preemption, slurm_plugins
 from .resume import ExactResume
 from .runs import RunFolder
 
-__all__ = ["CnnreproCLI", "run_command", "parse_only", "instantiate_model_and_data", "run_callbacks", "COMMANDS"]
+__all__ = ["COMMANDS", "CnnreproCLI", "instantiate_model_and_data", "parse_only", "run_callbacks", "run_command"]
 
 COMMANDS = ("fit", "validate", "test")
 # LightningCLI's own optimizer/scheduler arguments would replace the recipe's paper optimizer and
