@@ -11,7 +11,7 @@ import json
 from cnnrepro.data.bench import BENCH_VERSION, PRESETS, bench_data, bench_remote, render_data, render_remote
 from cnnrepro.lit.bench import bench_lrn_random, bench_train, render
 from cnnrepro.lit.bench_lrn import format_lrn
-from cnnrepro.lit.cli import instantiate_model_and_data
+from cnnrepro.lit.cli import instantiate_model_and_data, parse_only
 
 from .fit import split_recipe
 
@@ -102,20 +102,29 @@ def _shards(args: list[str]) -> int:
 
 def _train(args: list[str]) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, prog="cnnrepro bench train",
-                                description="Lightning path vs a plain PyTorch loop, same model and batches. "
+                                description="Lightning, bare and with the callbacks `cnnrepro fit` installs, vs a "
+                                            "plain PyTorch loop, same model and batches; for a model with LRN, "
+                                            "torch's LocalResponseNorm vs cnnrepro's. "
                                             "Other arguments: RECIPE [fit overrides], as for `cnnrepro fit`.")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     p.add_argument("--no-fast-paths", action="store_true")
+    p.add_argument("--ckpt-dir", default=None,
+                   help="where the callbacks leg writes its throwaway checkpoints (default: the system's temporary "
+                        "folder); point it at your runs' file system to time their checkpoint writes")
     p.add_argument("--json", action="store_true")
     ours, rest = p.parse_known_args(args)
     if ours.steps <= ours.warmup:
         p.error("--steps must exceed --warmup")
-    module, dm = instantiate_model_and_data(*split_recipe(rest))
+    recipe = split_recipe(rest)
+    fit_cfg = parse_only("fit", *recipe)  # what `cnnrepro fit` would log and checkpoint with
+    module, dm = instantiate_model_and_data(*recipe)
     res = bench_train(module, dm, steps=ours.steps, warmup=ours.warmup, rounds=ours.rounds,
-                      fast_paths=not ours.no_fast_paths, compile=ours.compile)
+                      fast_paths=not ours.no_fast_paths, compile=ours.compile,
+                      log_every_n_steps=fit_cfg["trainer"]["log_every_n_steps"],
+                      ckpt_every_n_steps=fit_cfg["run"]["ckpt_every_n_steps"] or 0, ckpt_dir=ours.ckpt_dir)
     if ours.json:
         print(json.dumps(res, indent=1))
     else:

@@ -43,7 +43,7 @@ from .resume import ExactResume, ResumedProgressBar
 from .runs import RunFolder
 from .weights import LibraryEvalViews, WeightsNormalize, library_preprocessing, load_weights
 
-__all__ = ["CnnreproCLI", "run_command", "parse_only", "instantiate_model_and_data", "COMMANDS"]
+__all__ = ["COMMANDS", "CnnreproCLI", "instantiate_model_and_data", "parse_only", "run_callbacks", "run_command"]
 
 COMMANDS = ("fit", "validate", "test")
 # LightningCLI's own optimizer/scheduler arguments would replace the recipe's paper optimizer and
@@ -67,6 +67,31 @@ class _Parser(LightningArgumentParser):
             cfg = cfg.clone()
             del cfg["extends"]
         return super().dump(cfg, *args, **kwargs)
+
+
+def run_callbacks(subcommand: str, run: RunFolder, *, ckpt_every_n_steps: int, t_start: float) -> list:
+    """The callbacks `cnnrepro SUBCOMMAND` installs in its trainer, for the run folder ``run``.
+
+    One function so that `cnnrepro bench train` times exactly the set a real fit pays for.
+    """
+    callbacks = [Throughput(), LearningRateMonitor(logging_interval="epoch")]
+    if subcommand == "fit":
+        ckpts = str(run.checkpoints)
+        callbacks += [
+            ModelCheckpoint(dirpath=ckpts, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
+                            monitor="val/top1_err", mode="min"),
+            # last.ckpt after every epoch. Not ModelCheckpoint(save_last=True) above: Lightning 2.6
+            # writes "last" only at steps where a top-k file was written, so it would stay at the
+            # best epoch and `--ckpt_path last` would silently retrain the epochs since then.
+            ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
+                            enable_version_counter=False),
+            # signal -> checkpoint at the next step boundary (lit/preemption.py), exact resume (lit/resume.py)
+            Preemption(run.checkpoints, every_n_steps=ckpt_every_n_steps),
+            ExactResume(wandb_id=run.wandb_id),
+            RunHistory(run.attempts_path, t_start),
+            EpochMetricsResume(),
+        ]
+    return callbacks
 
 
 def refuse_optimizer_flags(args: list[str]) -> None:
@@ -251,23 +276,10 @@ class CnnreproCLI(LightningCLI):
                 loggers.append(wandb)
             kwargs["logger"] = loggers
         kwargs.setdefault("default_root_dir", str(self.run.path))
-        callbacks = [Throughput(), LearningRateMonitor(logging_interval="epoch")]
+        callbacks = run_callbacks(self.subcommand, self.run, ckpt_every_n_steps=run_cfg["ckpt_every_n_steps"] or 0,
+                                  t_start=self.t_start)
         if self.subcommand == "fit":
-            ckpts = str(self.run.checkpoints)
-            callbacks += [
-                ModelCheckpoint(dirpath=ckpts, filename="best-epoch{epoch:03d}", auto_insert_metric_name=False,
-                                monitor="val/top1_err", mode="min"),
-                # last.ckpt after every epoch. Not ModelCheckpoint(save_last=True) above: Lightning 2.6
-                # writes "last" only at steps where a top-k file was written, so it would stay at the
-                # best epoch and `--ckpt_path last` would silently retrain the epochs since then.
-                ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
-                                enable_version_counter=False),
-                # signal -> checkpoint at the next step boundary (lit/preemption.py), exact resume (lit/resume.py)
-                Preemption(self.run.checkpoints, every_n_steps=run_cfg["ckpt_every_n_steps"] or 0),
-                ExactResume(wandb_id=self.run.wandb_id),
-            ]
-            self.history = RunHistory(self.run.attempts_path, self.t_start)
-            callbacks += [self.history, EpochMetricsResume()]
+            self.history = next(c for c in callbacks if isinstance(c, RunHistory))
             if trainer_cfg.get("enable_progress_bar") is not False and not any(
                     isinstance(c, ProgressBar) for c in trainer_cfg.get("callbacks") or []):
                 callbacks.append(ResumedProgressBar())  # Lightning's bar, right after a mid-epoch resume
