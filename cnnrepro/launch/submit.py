@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,7 @@ class FitJob:
         self.run_folder = run_folder
 
     def __call__(self) -> dict | None:
+        _forget_earlier_result()
         recipe, *args = self.fit_args
         try:
             run_command("fit", recipe_chain(recipe), args)  # a UserError fails the job with its message
@@ -148,6 +152,14 @@ class FitJob:
 
 def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def _forget_earlier_result() -> None:
+    # A requeued job keeps its job id, so this task's result file from an earlier attempt (an
+    # error, say, from a rank that died while the job was being requeued) has the same path as
+    # this attempt's: remove it, so that only this attempt's outcome can be read as the job's.
+    if os.environ.get("SUBMITIT_FOLDER"):  # set by submitit's job runner
+        submitit.JobEnvironment().paths.result_pickle.unlink(missing_ok=True)
 
 
 def build_submission(a: Namespace, overrides: list[str]):
@@ -204,6 +216,9 @@ def build_submission(a: Namespace, overrides: list[str]):
     extra.setdefault("requeue", True)  # let SLURM requeue a preempted job (PreemptMode=REQUEUE)
 
     params: dict[str, Any] = {
+        # a task that exits non-zero or is killed ends the whole step at once: without this the
+        # other ranks wait for it in a DDP collective (or the rendezvous) until the DDP timeout
+        "srun_args": ["--kill-on-bad-exit=1"],
         "nodes": nodes,
         "ntasks_per_node": per_node,
         "job_name": pick("job_name") or f"cnnrepro-{name}",
@@ -245,10 +260,94 @@ def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -
     sys.stdout.flush()
     if not wait:
         return 0
+    return wait_for(job, folder)
+
+
+# SLURM job states after which nothing more happens to the job. PREEMPTED and REQUEUED are not:
+# a requeued job (submitit's own requeue on SIGUSR2, or PreemptMode=REQUEUE) runs again.
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+          "SPECIAL_EXIT", "REVOKED"}
+# srun's line for a task that ended badly, in the batch script's stderr (submitit's rank-0 .err file)
+_SRUN_TASK_END = re.compile(r"srun: error: \S+: tasks? ([\d,-]+): (.+)")
+
+
+def slurm_state(job_id: str) -> str | None:
+    """The job's state, as soon as SLURM knows it: squeue (the controller's own view, no accounting
+    lag) while the controller still lists the job, else sacct; None when neither knows the job."""
+    p = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False)
+    state = p.stdout.split()[0] if p.returncode == 0 and p.stdout.strip() else None
+    if state is None:
+        p = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
+                           check=False)
+        if p.returncode == 0 and p.stdout.strip():
+            state = p.stdout.strip().splitlines()[-1].split()[0]  # "CANCELLED by 0" -> CANCELLED
+    return state
+
+
+class _Polls:
+    """Seconds to the next look at SLURM: 1 s at first, then 1.5x longer each time, at most ``cap``.
+
+    A job that fails at startup is reported within seconds; a week-long job costs the controller
+    one query every ``cap`` seconds. Anything new in the job's logs (srun's task-end lines, the
+    requeue notice, a traceback) brings the interval back to 1 s: SLURM's state follows shortly.
+    """
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0):
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        d, self.delay = self.delay, min(self.cap, self.delay * 1.5)
+        return d
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class _LogTail:
+    """The new text of a growing log file since the last read (the file may not exist yet)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return ""
+        self.offset += len(data)
+        return data.decode(errors="replace")
+
+
+def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
+    """Block until SLURM says the job ended; print its run record (0) or the dead rank's error (1)."""
+    polls = _Polls(cap=poll_cap_s)
+    batch_err = _LogTail(Path(job.paths.stderr).with_name(f"{job.job_id}_0_log.err"))  # srun writes here
+    srun_lines: list[str] = []
+    state = None
+    next_poll = 0.0
+    while True:
+        new = batch_err.read()
+        if new:
+            srun_lines += [m.group(0) for m in _SRUN_TASK_END.finditer(new)]
+            if "srun: error" in new or "Traceback" in new or "slurmstepd" in new:
+                polls.reset()
+                next_poll = min(next_poll, time.monotonic())
+        if time.monotonic() >= next_poll:
+            state = slurm_state(str(job.job_id))
+            if state in _ENDED:
+                break
+            next_poll = time.monotonic() + polls.next()
+        time.sleep(min(1.0, max(0.0, next_poll - time.monotonic())))
+    srun_lines += [m.group(0) for m in _SRUN_TASK_END.finditer(batch_err.read())]
+    if state != "COMPLETED":
+        print(f"cnnrepro: job {job.job_id} {state}: {_dead_rank_error(job, srun_lines)}", file=sys.stderr)
+        return 1
     try:
-        results = job.results()  # job.result() refuses multi-task jobs
-    except Exception as e:  # submitit re-raises the job's own failure with its traceback
-        print(f"cnnrepro: job {job.job_id} failed: {e}", file=sys.stderr)
+        results = job.results()  # every task's result file; job.result() refuses multi-task jobs
+    except Exception as e:  # noqa: BLE001 - a task that raised although the job completed
+        print(f"cnnrepro: job {job.job_id} COMPLETED but a task failed: {_last_line(str(e))}", file=sys.stderr)
         return 1
     rec = next((r for r in results if r), None)
     if rec is None:
@@ -256,3 +355,51 @@ def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -
         return 1
     print(json.dumps(rec, indent=1))
     return 0
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _dead_rank_error(job, srun_lines: list[str]) -> str:
+    """The first rank to die and why, in one line, with the log to read.
+
+    A rank that raised left its traceback in its result file (submitit); the earliest such file is
+    the first failure (other ranks may fail after it, e.g. on a broken connection). A rank that was
+    killed (SIGKILL, out of memory) left no result: srun's first task-end line names it; the
+    others were then killed by srun --kill-on-bad-exit.
+    """
+    n = job.num_tasks
+    errors = []
+    for t in range(n):
+        task = job.task(t)
+        path = Path(task.paths.result_pickle)
+        if path.exists():
+            try:
+                outcome, payload = submitit.core.utils.pickle_load(path)
+            except Exception:  # noqa: BLE001, S112 - half-written by a task killed while writing it
+                continue
+            if outcome == "error":
+                errors.append((path.stat().st_mtime, t, _last_line(str(payload)), task.paths.stderr))
+    if errors:
+        _, t, line, log = min(errors)
+        return f"rank {t} failed: {line} (log: {log})"
+    for ln in srun_lines:  # first to end first
+        m = _SRUN_TASK_END.search(ln)
+        tasks, why = m.group(1), m.group(2).strip()
+        t = int(re.split(r"[,-]", tasks)[0])
+        task = job.task(t)
+        err = _error_line(Path(task.paths.stderr))
+        return f"rank {t}: {why}{f'; its last error: {err}' if err else ''} (log: {task.paths.stderr})"
+    return f"no rank reported an error; see {job.paths.stderr} and `sacct -D -j {job.job_id}`"
+
+
+def _error_line(log: Path) -> str:
+    """The last line of a log that looks like a Python exception (``SomethingError: ...``)."""
+    try:
+        text = log.read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
+    found = [ln.strip() for ln in text.splitlines() if re.match(r"^\w[\w.]*(Error|Exception|Interrupt)\b.*:", ln)]
+    return found[-1] if found else ""

@@ -20,12 +20,14 @@ import io
 import json
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Optional
 
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
@@ -49,6 +51,29 @@ COMMANDS = ("fit", "validate", "test")
 OPTIMIZER_FLAGS = ("--optimizer", "--lr_scheduler")
 RECIPE_OPTIMIZER_KEYS = ("model.optimizer", "model.lr", "model.momentum", "model.weight_decay", "model.lr_schedule",
                          "model.lr_milestones", "model.warmup_epochs")
+
+
+# --run.ddp_timeout_s default: a few minutes. Long enough for a rank to wait out another's
+# checkpoint write or its last uneven validation batches; short enough that a hung peer fails the
+# job well before its time limit. A peer that *dies* is caught sooner: srun --kill-on-bad-exit
+# (cnnrepro submit, slurm/fit.sbatch) ends every task of the step at once.
+DDP_TIMEOUT_S = 300
+
+
+def _ddp_with_timeout(strategy, timeout_s: int):
+    """The DDPStrategy that a registered name ("ddp", "ddp_find_unused_parameters_true", ...)
+    stands for, with ``timeout`` set; None for anything else (a strategy object the user built
+    keeps its own settings; "auto" on one device is no DDP at all).
+
+    The timeout bounds the rendezvous (torch's TCPStore waits that long for the other ranks) and
+    every collective.
+    """
+    if not isinstance(strategy, str) or strategy not in StrategyRegistry:
+        return None
+    entry = StrategyRegistry[strategy]
+    if entry["strategy"] is not DDPStrategy:
+        return None
+    return DDPStrategy(**{**entry["init_params"], "timeout": timedelta(seconds=timeout_s)})
 
 
 class _Parser(LightningArgumentParser):
@@ -118,6 +143,12 @@ class CnnreproCLI(LightningCLI):
                             help="exact run folder; resumed from its checkpoints/last.ckpt when that exists")
         parser.add_argument("--run.ckpt_every_n_steps", type=int, default=0,
                             help="also write last.ckpt every n steps (bounds what a SIGKILL loses; 0: off)")
+        # torch's own default is 30 min (gloo) / 10 min (NCCL): a rank that hangs, or a peer that
+        # dies where srun --kill-on-bad-exit cannot see it, would hold the whole job that long
+        parser.add_argument("--run.ddp_timeout_s", type=int, default=DDP_TIMEOUT_S,
+                            help="DDP: seconds a rank waits in the rendezvous or in any collective for the "
+                                 "others before the run fails; raise it if one rank legitimately works alone "
+                                 "longer (e.g. a slow checkpoint write)")
         # evaluation protocol of validate/test (cnnrepro/eval/protocols.py); fit validates with the centre crop
         parser.add_argument("--protocol", type=Literal[tuple(PROTOCOLS)], default="center",
                             help="validate/test: the paper's test protocol")
@@ -204,6 +235,9 @@ class CnnreproCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self._cfg()
         run_cfg = cfg["run"]
+        if run_cfg["ddp_timeout_s"] <= 0:
+            raise UserError(f"--run.ddp_timeout_s {run_cfg['ddp_timeout_s']}: must be a positive number of seconds "
+                            f"(default {DDP_TIMEOUT_S})")
         given, hparams = self._ckpt_hparams
         if given is not None:
             self._check_checkpoint(given, hparams)  # before a run folder is made for it
@@ -240,13 +274,17 @@ class CnnreproCLI(LightningCLI):
                 ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
                                 enable_version_counter=False),
                 # signal -> checkpoint at the next step boundary (lit/preemption.py), exact resume (lit/resume.py)
-                Preemption(self.run.checkpoints, every_n_steps=run_cfg["ckpt_every_n_steps"] or 0),
+                Preemption(self.run.checkpoints, every_n_steps=run_cfg["ckpt_every_n_steps"] or 0,
+                           vote_timeout_s=run_cfg["ddp_timeout_s"]),
                 ExactResume(wandb_id=self.run.wandb_id),
             ]
             self.history = RunHistory(self.run.attempts_path, self.t_start)
             callbacks += [self.history, EpochMetricsResume()]
             if trainer_cfg.get("plugins") is None:
                 kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
+        strategy = _ddp_with_timeout(trainer_cfg.get("strategy"), run_cfg["ddp_timeout_s"])
+        if strategy is not None:
+            kwargs["strategy"] = strategy
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
 

@@ -66,3 +66,14 @@ def test_missing_explicit_cluster_config_is_an_error(tmp_path):
 def test_bad_options_are_one_clear_error(recipe, argv, match):
     with pytest.raises(UserError, match=match):
         build_submission([str(recipe), *argv])
+
+
+def test_the_job_script_ends_the_step_when_a_task_dies(recipe, tmp_path):
+    # without --kill-on-bad-exit, srun lets the other ranks wait for a dead one (issue 16.1)
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params, *_ = build_submission([str(recipe), "--tasks-per-node", "2"])
+    params.pop("max_num_timeout")  # an executor setting, not an sbatch one
+    script = _make_sbatch_string(command="python -m job", folder=str(tmp_path), **params)
+    srun = next(ln for ln in script.splitlines() if ln.startswith("srun "))
+    assert "--kill-on-bad-exit=1" in srun.split()
