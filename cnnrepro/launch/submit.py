@@ -269,6 +269,9 @@ _ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_ME
           "SPECIAL_EXIT", "REVOKED"}
 # srun's line for a task that ended badly, in the batch script's stderr (submitit's rank-0 .err file)
 _SRUN_TASK_END = re.compile(r"srun: error: \S+: tasks? ([\d,-]+): (.+)")
+# slurmstepd's notice that the job is stopped to run again: what srun says after it is about that
+# attempt, not about the job's end
+_REQUEUED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ DUE TO (JOB REQUEUE|PREEMPTION)")
 
 
 def slurm_state(job_id: str) -> str | None:
@@ -304,44 +307,60 @@ class _Polls:
 
 
 class _LogTail:
-    """The new text of a growing log file since the last read (the file may not exist yet)."""
+    """The complete lines a growing log file gained since the last read (the file may not exist yet)."""
 
     def __init__(self, path: Path):
         self.path, self.offset = path, 0
 
-    def read(self) -> str:
+    def read(self) -> list[str]:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:
-            return ""
-        self.offset += len(data)
-        return data.decode(errors="replace")
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self.offset += end
+        return data[:end].decode(errors="replace").splitlines()
 
 
 def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
     """Block until SLURM says the job ended; print its run record (0) or the dead rank's error (1)."""
     polls = _Polls(cap=poll_cap_s)
-    batch_err = _LogTail(Path(job.paths.stderr).with_name(f"{job.job_id}_0_log.err"))  # srun writes here
-    srun_lines: list[str] = []
-    state = None
+    # the batch script's stderr, shared with rank 0's (submitit's #SBATCH --error): srun's task-end lines
+    batch_err = _LogTail(Path(job.paths.folder) / f"{job.job_id}_0_log.err")
+    srun_lines: list[str] = []  # srun's task-end lines of the current attempt, first first
+
+    def read_log() -> None:
+        nonlocal srun_lines, next_poll
+        for ln in batch_err.read():
+            if _REQUEUED.search(ln):
+                srun_lines = []
+            elif _SRUN_TASK_END.search(ln):
+                srun_lines.append(ln)
+            else:
+                continue
+            polls.reset()  # a task ended or the job is requeued: SLURM's state changes next
+            next_poll = min(next_poll, time.monotonic())
+
+    state = seen = None
     next_poll = 0.0
     while True:
-        new = batch_err.read()
-        if new:
-            srun_lines += [m.group(0) for m in _SRUN_TASK_END.finditer(new)]
-            if "srun: error" in new or "Traceback" in new or "slurmstepd" in new:
-                polls.reset()
-                next_poll = min(next_poll, time.monotonic())
+        read_log()
         if time.monotonic() >= next_poll:
             state = slurm_state(str(job.job_id))
             if state in _ENDED:
                 break
+            if state is None and seen is not None:
+                # gone from squeue (MinJobAge) on a cluster without accounting: ended, state unknown;
+                # the tasks' result files decide below
+                state = "ENDED" if _all_succeeded(job) else "ENDED (no result from every task)"
+                break
+            seen = seen or state
             next_poll = time.monotonic() + polls.next()
         time.sleep(min(1.0, max(0.0, next_poll - time.monotonic())))
-    srun_lines += [m.group(0) for m in _SRUN_TASK_END.finditer(batch_err.read())]
-    if state != "COMPLETED":
+    read_log()
+    if state not in ("COMPLETED", "ENDED"):
         print(f"cnnrepro: job {job.job_id} {state}: {_dead_rank_error(job, srun_lines)}", file=sys.stderr)
         return 1
     try:
@@ -357,6 +376,17 @@ def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
     return 0
 
 
+def _all_succeeded(job) -> bool:
+    for t in range(job.num_tasks):
+        path = Path(job.task(t).paths.result_pickle)
+        try:
+            if submitit.core.utils.pickle_load(path)[0] != "success":
+                return False
+        except Exception:  # noqa: BLE001 - missing, or half-written by a task killed while writing it
+            return False
+    return True
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -365,34 +395,33 @@ def _last_line(text: str) -> str:
 def _dead_rank_error(job, srun_lines: list[str]) -> str:
     """The first rank to die and why, in one line, with the log to read.
 
-    A rank that raised left its traceback in its result file (submitit); the earliest such file is
-    the first failure (other ranks may fail after it, e.g. on a broken connection). A rank that was
-    killed (SIGKILL, out of memory) left no result: srun's first task-end line names it; the
-    others were then killed by srun --kill-on-bad-exit.
+    srun's first task-end line names the rank that ended first (srun --kill-on-bad-exit then killed
+    the others). Its error is the last line of the traceback in its result file when it raised
+    (submitit writes one), else the last exception line of its log; a rank killed by a signal
+    (SIGKILL, out of memory) has neither: srun's "Killed" says it. Without srun lines (a task
+    that ended without srun seeing it), the earliest error result speaks.
     """
-    n = job.num_tasks
-    errors = []
-    for t in range(n):
-        task = job.task(t)
-        path = Path(task.paths.result_pickle)
+    errors = {}
+    for t in range(job.num_tasks):
+        path = Path(job.task(t).paths.result_pickle)
         if path.exists():
             try:
                 outcome, payload = submitit.core.utils.pickle_load(path)
             except Exception:  # noqa: BLE001, S112 - half-written by a task killed while writing it
                 continue
             if outcome == "error":
-                errors.append((path.stat().st_mtime, t, _last_line(str(payload)), task.paths.stderr))
-    if errors:
-        _, t, line, log = min(errors)
-        return f"rank {t} failed: {line} (log: {log})"
-    for ln in srun_lines:  # first to end first
+                errors[t] = (path.stat().st_mtime, _last_line(str(payload)))
+    for ln in srun_lines:
         m = _SRUN_TASK_END.search(ln)
-        tasks, why = m.group(1), m.group(2).strip()
-        t = int(re.split(r"[,-]", tasks)[0])
-        task = job.task(t)
-        err = _error_line(Path(task.paths.stderr))
-        return f"rank {t}: {why}{f'; its last error: {err}' if err else ''} (log: {task.paths.stderr})"
-    return f"no rank reported an error; see {job.paths.stderr} and `sacct -D -j {job.job_id}`"
+        t, why = int(re.split(r"[,-]", m.group(1))[0]), m.group(2).strip()
+        log = job.task(t).paths.stderr
+        err = errors[t][1] if t in errors else _error_line(Path(log))
+        return f"rank {t}: {why}{f': {err}' if err else ''} (log: {log})"
+    if errors:
+        t = min(errors, key=lambda k: errors[k][0])
+        return f"rank {t}: {errors[t][1]} (log: {job.task(t).paths.stderr})"
+    return (f"no rank reported an error; see {job.task(0).paths.stderr} and "
+            f"`sacct -D -j {job.job_id}` (-D: every attempt of a requeued job)")
 
 
 def _error_line(log: Path) -> str:

@@ -81,3 +81,16 @@ class StepClock(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_rank == 0:
             print(f"test: step {trainer.global_step} done at {time.time():.3f}", file=sys.stderr, flush=True)
+
+
+class HangOnRank(pl.Callback):
+    """Rank ``rank`` stops answering for ``seconds`` at the start of global step ``step`` (a hung
+    rank: alive, so srun --kill-on-bad-exit cannot see it; only the DDP timeout can)."""
+
+    def __init__(self, rank: int = 1, step: int = 1, seconds: float = 120.0):
+        self.rank, self.step, self.seconds = rank, step, seconds
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            print(f"test: rank {self.rank} hangs at {time.time():.3f}", file=sys.stderr, flush=True)
+            time.sleep(self.seconds)
