@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ import yaml
 
 from cnnrepro.errors import UserError
 from cnnrepro.lit.cli import parse_only, run_command
+from cnnrepro.lit.preemption import REQUEUE_EXIT, REQUEUE_SIGNAL, Preempted, close_wandb
 from cnnrepro.lit.runs import next_run_dir
 from cnnrepro.recipes import recipe_chain
 
@@ -139,6 +141,10 @@ class FitJob:
         recipe, *args = self.fit_args
         try:
             run_command("fit", recipe_chain(recipe), args)  # a UserError fails the job with its message
+        except Preempted as e:
+            if e.code == REQUEUE_EXIT and _global_rank() == 0:
+                _requeue_through_submitit()
+            raise
         finally:
             # a process group left open crashes the interpreter's exit in about one job in five
             if dist.is_available() and dist.is_initialized():
@@ -152,6 +158,19 @@ class FitJob:
 
 def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def _requeue_through_submitit() -> None:
+    """Rank 0, after a requeue signal stopped the run (lit/preemption.py) and the trainer tore down:
+    close W&B, then run submitit's handler of the signal, which calls ``FitJob.checkpoint``, runs
+    `scontrol requeue` (SIGTERM to every process of the step) and exits the process."""
+    close_wandb()  # before the requeue's SIGTERM reaches W&B's service process
+    handler = signal.getsignal(REQUEUE_SIGNAL)  # submitit's again: the callback restored it
+    if callable(handler) and "submitit" in getattr(handler, "__module__", ""):
+        handler(REQUEUE_SIGNAL, None)
+    else:
+        print(f"cnnrepro: no submitit handler for {REQUEUE_SIGNAL.name}: checkpoint written, not requeued",
+              file=sys.stderr, flush=True)
 
 
 def _forget_earlier_result() -> None:
@@ -392,6 +411,17 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _exception_line(trace: str) -> str:
+    """``Type: message``, the first line of the final exception of a formatted traceback (its
+    message may run over several lines)."""
+    lines = trace.rstrip().splitlines()
+    last_frame = max((i for i, ln in enumerate(lines) if ln.startswith("  File ")), default=-1)
+    for ln in lines[last_frame + 1:]:
+        if ln and not ln[0].isspace():  # frames' source lines and carets are indented
+            return ln.strip()[:500]
+    return _last_line(trace)[:500]
+
+
 def _dead_rank_error(job, srun_lines: list[str]) -> str:
     """The first rank to die and why, in one line, with the log to read.
 
@@ -410,7 +440,7 @@ def _dead_rank_error(job, srun_lines: list[str]) -> str:
             except Exception:  # noqa: BLE001, S112 - half-written by a task killed while writing it
                 continue
             if outcome == "error":
-                errors[t] = (path.stat().st_mtime, _last_line(str(payload)))
+                errors[t] = (path.stat().st_mtime, _exception_line(str(payload)))
     for ln in srun_lines:
         m = _SRUN_TASK_END.search(ln)
         t, why = int(re.split(r"[,-]", m.group(1))[0]), m.group(2).strip()

@@ -14,8 +14,8 @@ Who requeues (exactly one owner per job):
     ``optimizer.step``, or inside a collective that the other ranks have not entered), and its
     default signal is SIGUSR1, which NCCL uses. Submitit's handler has the same problem, so this
     callback *defers* it: the signal only sets a flag; at a step boundary all ranks agree on the
-    flag, save ``last.ckpt`` atomically, and only then is submitit's handler run (rank 0), which
-    requeues and exits.
+    flag, save ``last.ckpt`` atomically, the trainer tears down (loggers flushed), and only then is
+    submitit's handler run (rank 0, by ``cnnrepro.launch.submit.FitJob``), which requeues and exits.
 
 Agreeing on the flag costs no host-device synchronisation: on one process the flag is a Python
 int; under DDP each rank adds its flag to a non-blocking all-reduce of one CPU integer over a gloo
@@ -59,10 +59,14 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from .checkpoint_io import AtomicCheckpointIO
 
-__all__ = ["Preemption", "Preempted", "slurm_plugins", "REQUEUE_SIGNAL"]
+__all__ = ["Preemption", "Preempted", "slurm_plugins", "REQUEUE_SIGNAL", "REQUEUE_EXIT", "close_wandb"]
 
 # NCCL reserves SIGUSR1; submitit's default preemption signal is SIGUSR2 (env SUBMITIT_PREEMPT_SIGNAL)
 REQUEUE_SIGNAL = signal.SIGUSR2
+
+
+# exit code of a run stopped to be requeued (143, as if killed by SIGTERM, for a plain stop)
+REQUEUE_EXIT = 3
 
 
 class Preempted(SystemExit):
@@ -95,8 +99,9 @@ def _handlers_besides_lightning(handler) -> list:
     return out
 
 
-def _close_wandb() -> None:
-    """Finish the W&B run and stop W&B's service process before the run stops.
+def close_wandb() -> None:
+    """Finish the W&B run and stop W&B's service process; for after the trainer's teardown (which
+    still logs to W&B), before a requeue.
 
     A requeue (`scontrol requeue`, also the one submitit runs) sends SIGTERM to every process of
     the job step at once, W&B's service process included; W&B's exit hook then finds its service
@@ -265,8 +270,6 @@ class Preemption(pl.Callback):
         print(f"cnnrepro: rank {trainer.global_rank}: {where} in {self.last_path}", file=sys.stderr, flush=True)
         for logger in trainer.loggers:
             logger.save()
-        if trainer.global_rank == 0:
-            _close_wandb()
         if flag == 2:
             self._requeue(trainer)
         if trainer.global_rank != 0 and os.environ.get("SLURM_STEP_ID") is not None:
@@ -276,16 +279,18 @@ class Preemption(pl.Callback):
             # requeue the requeue itself ends the step. The checkpoint is on disk: nothing is lost
             # when this rank is killed while it waits.
             time.sleep(float(os.environ.get("CNNREPRO_REQUEUE_WAIT", "60")))
-        raise Preempted(143 if flag == 1 else 3)  # 143: as if killed by SIGTERM
+        raise Preempted(143 if flag == 1 else REQUEUE_EXIT)  # 143: as if killed by SIGTERM
 
     def _requeue(self, trainer) -> None:
         if trainer.global_rank != 0:
             return  # rank 0 requeues; the requeue ends this allocation (see _stop)
         submitit_handler = self._previous.get(self.requeue_signal)
         if callable(submitit_handler) and "submitit" in getattr(submitit_handler, "__module__", ""):
-            # submitit owns the requeue: it calls FitJob.checkpoint(), runs `scontrol requeue`
-            # and exits the process (SystemExit) from here
-            submitit_handler(self.requeue_signal, None)
+            # submitit owns the requeue, once the trainer has torn down (loggers flushed, W&B
+            # closed): cnnrepro.launch.submit.FitJob runs submitit's handler when this run ends
+            # with Preempted(REQUEUE_EXIT); the handler calls FitJob.checkpoint(), runs
+            # `scontrol requeue` and exits. Run from here, inside the training loop, that exit
+            # made Lightning's teardown log to a W&B run the requeue had already killed.
             return
         job = os.environ.get("SLURM_JOB_ID")
         if job is None:

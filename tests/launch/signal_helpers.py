@@ -49,17 +49,18 @@ class SignalInEpoch(pl.Callback):
 
 class DieOnRank(pl.Callback):
     """Rank ``rank`` (SLURM_PROCID) dies: by SIGKILL (``how="SIGKILL"``, as `kill -9` would) or by
-    raising (``how="raise"``); during startup (``at="startup"``: when the CLI builds the callbacks,
-    before the DDP rendezvous) or at the start of global step ``step`` (``at="step"``, mid-run).
+    raising (``how="raise"``); at startup, before the DDP rendezvous (``at="init"``: when the CLI
+    builds the callbacks) or after it (``at="setup"``: the callbacks' setup, before the first
+    step), or at the start of global step ``step`` (``at="step"``, mid-run).
 
     It prints ``test: rank R dies (HOW) at <time.time()>`` to its log first, for the test's clock.
     """
 
     def __init__(self, rank: int, at: str = "step", how: str = "SIGKILL", step: int = 2):
-        if at not in ("startup", "step") or how not in ("SIGKILL", "raise"):
+        if at not in ("init", "setup", "step") or how not in ("SIGKILL", "raise"):
             raise ValueError(f"at={at!r} how={how!r}")
         self.rank, self.at, self.how, self.step = rank, at, how, step
-        if at == "startup":
+        if at == "init":
             self._die()
 
     def _die(self):
@@ -69,6 +70,10 @@ class DieOnRank(pl.Callback):
         if self.how == "raise":
             raise RuntimeError(f"injected failure on rank {self.rank}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.at == "setup":
+            self._die()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.at == "step" and trainer.global_step == self.step:

@@ -156,9 +156,9 @@ def test_scontrol_requeue_resumes_from_the_newest_complete_checkpoint(tmp_path, 
 
 
 @pytest.mark.parametrize("at, how, rank", [
-    ("step", "SIGKILL", 1),     # kill -9 of one rank mid-run: the other waits in a gradient all-reduce
-    ("startup", "SIGKILL", 1),  # before the rendezvous: rank 0 waits for it in the TCPStore
-    ("startup", "raise", 0),    # an error at startup: rank 1 waits for rank 0's rendezvous
+    ("step", "SIGKILL", 1),   # kill -9 of one rank mid-run: the other waits in a gradient all-reduce
+    ("init", "SIGKILL", 1),   # at startup, before the rendezvous: rank 0 waits for it in the TCPStore
+    ("setup", "raise", 0),    # an error at startup, after the rendezvous: rank 1 waits in a collective
 ])
 def test_a_dead_rank_fails_the_job_within_a_minute_with_its_error(tmp_path, cluster, tiny_shards, tiny_recipe,
                                                                    at, how, rank):
