@@ -36,10 +36,10 @@ def cluster(tmp_path_factory):
     subprocess.run([SCRIPT, "stop", str(d)], capture_output=True, text=True, timeout=120)
 
 
-def _submit(tmp_path, cluster, shards, recipe, *extra):
+def _submit(tmp_path, cluster, shards, recipe, *extra, timeout=900):
     return run_cnnrepro(["submit", str(recipe), "--data.root", str(shards), "--data.num_workers", "1",
                          "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "30", *extra],
-                        tmp_path, env_extra=cluster, timeout=900)
+                        tmp_path, env_extra=cluster, timeout=timeout)
 
 
 def _job(stdout):
@@ -164,7 +164,8 @@ def test_a_dead_rank_fails_the_job_within_a_minute_with_its_error(tmp_path, clus
                                                                    at, how, rank):
     p = _submit(tmp_path, cluster, tiny_shards, tiny_recipe, "--trainer.max_epochs", "2",
                 "--trainer.callbacks+=signal_helpers.DieOnRank", "--trainer.callbacks.rank", str(rank),
-                "--trainer.callbacks.at", at, "--trainer.callbacks.how", how, "--wait")
+                "--trainer.callbacks.at", at, "--trainer.callbacks.how", how, "--wait",
+                timeout=240)  # a job that outlives its dead rank by minutes fails here
     t_returned = time.time()
     job, folder = _job(p.stdout)
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
