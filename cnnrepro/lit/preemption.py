@@ -164,8 +164,8 @@ class Preemption(pl.Callback):
         vote_timeout_s: under DDP, how long a rank waits for the others' flags (``--run.ddp_timeout_s``).
     """
 
-    def __init__(self, ckpt_dir: str | Path, every_n_steps: int = 0, requeue_signal: int = REQUEUE_SIGNAL, *,
-                 vote_timeout_s: float):
+    def __init__(self, ckpt_dir: str | Path, every_n_steps: int = 0, requeue_signal: int = REQUEUE_SIGNAL,
+                 vote_timeout_s: float = 300.0):  # 300: --run.ddp_timeout_s's default (lit/cli.py)
         self.ckpt_dir = Path(ckpt_dir)
         self.every_n_steps = every_n_steps
         self.requeue_signal = requeue_signal
