@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cnnrepro
 
 SCRIPT = str(Path(__file__).with_name("ddp_equivalence.py"))
