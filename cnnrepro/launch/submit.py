@@ -422,14 +422,18 @@ def _exception_line(trace: str) -> str:
     return _last_line(trace)[:500]
 
 
-def _dead_rank_error(job, srun_lines: list[str]) -> str:
-    """The first rank to die and why, in one line, with the log to read.
+# a rank's error that only says a peer went away: the consequence of another rank's death
+_PEER_LOST = re.compile(r"[Cc]onnection (closed|reset) by peer|remote worker|Broken pipe|communicator was aborted")
 
-    srun's first task-end line names the rank that ended first (srun --kill-on-bad-exit then killed
-    the others). Its error is the last line of the traceback in its result file when it raised
-    (submitit writes one), else the last exception line of its log; a rank killed by a signal
-    (SIGKILL, out of memory) has neither: srun's "Killed" says it. Without srun lines (a task
-    that ended without srun seeing it), the earliest error result speaks.
+
+def _dead_rank_error(job, srun_lines: list[str]) -> str:
+    """The rank that died first and why, in one line, with the log to read.
+
+    The others fail after it, often with an error of their own that only says a peer went away
+    (gloo's "Connection closed by peer"), sometimes before srun has seen the first one exit. So:
+    a rank whose traceback (submitit's result file) is not such a consequence, the earliest one;
+    else a rank srun saw end without a traceback (killed by a signal: SIGKILL, out of memory),
+    in srun's order; else srun's first task-end line; else the earliest error result.
     """
     errors = {}
     for t in range(job.num_tasks):
@@ -441,17 +445,40 @@ def _dead_rank_error(job, srun_lines: list[str]) -> str:
                 continue
             if outcome == "error":
                 errors[t] = (path.stat().st_mtime, _exception_line(str(payload)))
+    ended = {}  # rank -> srun's reason, in srun's order
     for ln in srun_lines:
         m = _SRUN_TASK_END.search(ln)
-        t, why = int(re.split(r"[,-]", m.group(1))[0]), m.group(2).strip()
-        log = job.task(t).paths.stderr
-        err = errors[t][1] if t in errors else _error_line(Path(log))
-        return f"rank {t}: {why}{f': {err}' if err else ''} (log: {log})"
+        for t in _task_ids(m.group(1)):
+            ended.setdefault(t, m.group(2).strip())
+
+    def say(t: int, err: str) -> str:
+        why = ended.get(t)
+        return f"rank {t}: {why + ': ' if why else ''}{err} (log: {job.task(t).paths.stderr})".replace(": ()", " (")
+
+    own = {t: e for t, e in errors.items() if not _PEER_LOST.search(e[1])}
+    if own:
+        t = min(own, key=lambda k: own[k][0])
+        return say(t, own[t][1])
+    for t in ended:
+        if t not in errors:
+            err = _error_line(Path(job.task(t).paths.stderr))
+            return say(t, err) if err else f"rank {t}: {ended[t]} (log: {job.task(t).paths.stderr})"
+    for t in ended:
+        return say(t, errors[t][1])
     if errors:
         t = min(errors, key=lambda k: errors[k][0])
-        return f"rank {t}: {errors[t][1]} (log: {job.task(t).paths.stderr})"
+        return say(t, errors[t][1])
     return (f"no rank reported an error; see {job.task(0).paths.stderr} and "
             f"`sacct -D -j {job.job_id}` (-D: every attempt of a requeued job)")
+
+
+def _task_ids(spec: str) -> list[int]:
+    """srun's task list: "1", "0-1", "0,2-3"."""
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
 
 
 def _error_line(log: Path) -> str:
