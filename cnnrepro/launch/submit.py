@@ -20,8 +20,12 @@ import copy
 import io
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from submitit.core.utils import FailedJobError
 
 from cnnrepro.errors import UserError
 from cnnrepro.lit.cli import parse_only, run_command
+from cnnrepro.lit.preemption import REQUEUE_EXIT, REQUEUE_SIGNAL, Preempted, close_wandb
 from cnnrepro.lit.runs import next_run_dir
 from cnnrepro.recipes import recipe_chain
 
@@ -136,9 +141,14 @@ class FitJob:
         self.run_folder = run_folder
 
     def __call__(self) -> dict | None:
+        _forget_earlier_result()
         recipe, *args = self.fit_args
         try:
             run_command("fit", recipe_chain(recipe), args)  # a UserError fails the job with its message
+        except Preempted as e:
+            if e.code == REQUEUE_EXIT and _global_rank() == 0:
+                _requeue_through_submitit()
+            raise
         finally:
             # a process group left open crashes the interpreter's exit in about one job in five
             if dist.is_available() and dist.is_initialized():
@@ -152,6 +162,27 @@ class FitJob:
 
 def _global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def _requeue_through_submitit() -> None:
+    """Rank 0, after a requeue signal stopped the run (lit/preemption.py) and the trainer tore down:
+    close W&B, then run submitit's handler of the signal, which calls ``FitJob.checkpoint``, runs
+    `scontrol requeue` (SIGTERM to every process of the step) and exits the process."""
+    close_wandb()  # before the requeue's SIGTERM reaches W&B's service process
+    handler = signal.getsignal(REQUEUE_SIGNAL)  # submitit's again: the callback restored it
+    if callable(handler) and "submitit" in getattr(handler, "__module__", ""):
+        handler(REQUEUE_SIGNAL, None)
+    else:
+        print(f"cnnrepro: no submitit handler for {REQUEUE_SIGNAL.name}: checkpoint written, not requeued",
+              file=sys.stderr, flush=True)
+
+
+def _forget_earlier_result() -> None:
+    # A requeued job keeps its job id, so this task's result file from an earlier attempt (an
+    # error, say, from a rank that died while the job was being requeued) has the same path as
+    # this attempt's: remove it, so that only this attempt's outcome can be read as the job's.
+    if os.environ.get("SUBMITIT_FOLDER"):  # set by submitit's job runner
+        submitit.JobEnvironment().paths.result_pickle.unlink(missing_ok=True)
 
 
 def build_submission(a: Namespace, overrides: list[str]):
@@ -206,6 +237,9 @@ def build_submission(a: Namespace, overrides: list[str]):
     extra.setdefault("requeue", True)  # let SLURM requeue a preempted job (PreemptMode=REQUEUE)
 
     params: dict[str, Any] = {
+        # a task that exits non-zero or is killed ends the whole step at once: without this the
+        # other ranks wait for it in a DDP collective (or the rendezvous) until the DDP timeout
+        "srun_args": ["--kill-on-bad-exit=1"],
         "nodes": nodes,
         "ntasks_per_node": per_node,
         "job_name": pick("job_name") or f"cnnrepro-{name}",
@@ -268,10 +302,113 @@ def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -
     sys.stdout.flush()
     if not wait:
         return 0
+    return wait_for(job, folder)
+
+
+# SLURM job states after which nothing more happens to the job. PREEMPTED and REQUEUED are not:
+# a requeued job (submitit's own requeue on SIGUSR2, or PreemptMode=REQUEUE) runs again.
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+          "SPECIAL_EXIT", "REVOKED"}
+# srun's line for a task that ended badly, in the batch script's stderr (submitit's rank-0 .err file)
+_SRUN_TASK_END = re.compile(r"srun: error: \S+: tasks? ([\d,-]+): (.+)")
+# slurmstepd's notice that the job is stopped to run again: what srun says after it is about that
+# attempt, not about the job's end
+_REQUEUED = re.compile(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ DUE TO (JOB REQUEUE|PREEMPTION)")
+
+
+def slurm_state(job_id: str) -> str | None:
+    """The job's state, as soon as SLURM knows it: squeue (the controller's own view, no accounting
+    lag) while the controller still lists the job, else sacct; None when neither knows the job."""
+    p = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, check=False)
+    state = p.stdout.split()[0] if p.returncode == 0 and p.stdout.strip() else None
+    if state is None:
+        p = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True,
+                           check=False)
+        if p.returncode == 0 and p.stdout.strip():
+            state = p.stdout.strip().splitlines()[-1].split()[0]  # "CANCELLED by 0" -> CANCELLED
+    return state
+
+
+class _Polls:
+    """Seconds to the next look at SLURM: 1 s at first, then 1.5x longer each time, at most ``cap``.
+
+    A job that fails at startup is reported within seconds; a week-long job costs the controller
+    one query every ``cap`` seconds. Anything new in the job's logs (srun's task-end lines, the
+    requeue notice, a traceback) brings the interval back to 1 s: SLURM's state follows shortly.
+    """
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0):
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        d, self.delay = self.delay, min(self.cap, self.delay * 1.5)
+        return d
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class _LogTail:
+    """The complete lines a growing log file gained since the last read (the file may not exist yet)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def read(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self.offset += end
+        return data[:end].decode(errors="replace").splitlines()
+
+
+def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
+    """Block until SLURM says the job ended; print its run record (0) or the dead rank's error (1)."""
+    polls = _Polls(cap=poll_cap_s)
+    # the batch script's stderr, shared with rank 0's (submitit's #SBATCH --error): srun's task-end lines
+    batch_err = _LogTail(Path(job.paths.folder) / f"{job.job_id}_0_log.err")
+    srun_lines: list[str] = []  # srun's task-end lines of the current attempt, first first
+
+    def read_log() -> None:
+        nonlocal srun_lines, next_poll
+        for ln in batch_err.read():
+            if _REQUEUED.search(ln):
+                srun_lines = []
+            elif _SRUN_TASK_END.search(ln):
+                srun_lines.append(ln)
+            else:
+                continue
+            polls.reset()  # a task ended or the job is requeued: SLURM's state changes next
+            next_poll = min(next_poll, time.monotonic())
+
+    state = seen = None
+    next_poll = 0.0
+    while True:
+        read_log()
+        if time.monotonic() >= next_poll:
+            state = slurm_state(str(job.job_id))
+            if state in _ENDED:
+                break
+            if state is None and seen is not None:
+                # gone from squeue (MinJobAge) on a cluster without accounting: ended, state unknown;
+                # the tasks' result files decide below
+                state = "ENDED" if _all_succeeded(job) else "ENDED (no result from every task)"
+                break
+            seen = seen or state
+            next_poll = time.monotonic() + polls.next()
+        time.sleep(min(1.0, max(0.0, next_poll - time.monotonic())))
+    read_log()
+    if state not in ("COMPLETED", "ENDED"):
+        print(f"cnnrepro: job {job.job_id} {state}: {_dead_rank_error(job, srun_lines)}", file=sys.stderr)
+        return 1
     try:
-        results = job.results()  # job.result() refuses multi-task jobs
-    except Exception as e:  # submitit re-raises the job's own failure with its traceback
-        print(f"cnnrepro: job {job.job_id} failed: {e}", file=sys.stderr)
+        results = job.results()  # every task's result file; job.result() refuses multi-task jobs
+    except Exception as e:  # noqa: BLE001 - a task that raised although the job completed
+        print(f"cnnrepro: job {job.job_id} COMPLETED but a task failed: {_last_line(str(e))}", file=sys.stderr)
         return 1
     rec = next((r for r in results if r), None)
     if rec is None:
@@ -365,3 +502,99 @@ def submit_array(params: dict, jobs: list[FitJob], folders: list[Path], logs: Pa
             continue
         print(json.dumps(rec, indent=1))
     return 1 if failed else 0
+
+
+def _all_succeeded(job) -> bool:
+    for t in range(job.num_tasks):
+        path = Path(job.task(t).paths.result_pickle)
+        try:
+            if submitit.core.utils.pickle_load(path)[0] != "success":
+                return False
+        except Exception:  # noqa: BLE001 - missing, or half-written by a task killed while writing it
+            return False
+    return True
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _exception_line(trace: str) -> str:
+    """``Type: message``, the first line of the final exception of a formatted traceback (its
+    message may run over several lines)."""
+    lines = trace.rstrip().splitlines()
+    last_frame = max((i for i, ln in enumerate(lines) if ln.startswith("  File ")), default=-1)
+    for ln in lines[last_frame + 1:]:
+        if ln and not ln[0].isspace():  # frames' source lines and carets are indented
+            return ln.strip()[:500]
+    return _last_line(trace)[:500]
+
+
+# a rank's error that only says a peer went away: the consequence of another rank's death
+_PEER_LOST = re.compile(r"[Cc]onnection (closed|reset) by peer|remote worker|Broken pipe|communicator was aborted")
+
+
+def _dead_rank_error(job, srun_lines: list[str]) -> str:
+    """The rank that died first and why, in one line, with the log to read.
+
+    The others fail after it, often with an error of their own that only says a peer went away
+    (gloo's "Connection closed by peer"), sometimes before srun has seen the first one exit. So:
+    a rank whose traceback (submitit's result file) is not such a consequence, the earliest one;
+    else a rank srun saw end without a traceback (killed by a signal: SIGKILL, out of memory),
+    in srun's order; else srun's first task-end line; else the earliest error result.
+    """
+    errors = {}
+    for t in range(job.num_tasks):
+        path = Path(job.task(t).paths.result_pickle)
+        if path.exists():
+            try:
+                outcome, payload = submitit.core.utils.pickle_load(path)
+            except Exception:  # noqa: BLE001, S112 - half-written by a task killed while writing it
+                continue
+            if outcome == "error":
+                errors[t] = (path.stat().st_mtime, _exception_line(str(payload)))
+    ended = {}  # rank -> srun's reason, in srun's order
+    for ln in srun_lines:
+        m = _SRUN_TASK_END.search(ln)
+        for t in _task_ids(m.group(1)):
+            ended.setdefault(t, m.group(2).strip())
+
+    def say(t: int, err: str) -> str:
+        why = ended.get(t)
+        return f"rank {t}: {why + ': ' if why else ''}{err} (log: {job.task(t).paths.stderr})".replace(": ()", " (")
+
+    own = {t: e for t, e in errors.items() if not _PEER_LOST.search(e[1])}
+    if own:
+        t = min(own, key=lambda k: own[k][0])
+        return say(t, own[t][1])
+    for t in ended:
+        if t not in errors:
+            err = _error_line(Path(job.task(t).paths.stderr))
+            return say(t, err) if err else f"rank {t}: {ended[t]} (log: {job.task(t).paths.stderr})"
+    for t in ended:
+        return say(t, errors[t][1])
+    if errors:
+        t = min(errors, key=lambda k: errors[k][0])
+        return say(t, errors[t][1])
+    return (f"no rank reported an error; see {job.task(0).paths.stderr} and "
+            f"`sacct -D -j {job.job_id}` (-D: every attempt of a requeued job)")
+
+
+def _task_ids(spec: str) -> list[int]:
+    """srun's task list: "1", "0-1", "0,2-3"."""
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def _error_line(log: Path) -> str:
+    """The last line of a log that looks like a Python exception (``SomethingError: ...``)."""
+    try:
+        text = log.read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
+    found = [ln.strip() for ln in text.splitlines() if re.match(r"^\w[\w.]*(Error|Exception|Interrupt)\b.*:", ln)]
+    return found[-1] if found else ""

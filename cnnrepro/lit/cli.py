@@ -20,6 +20,7 @@ import io
 import json
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -27,6 +28,7 @@ from pytorch_lightning import seed_everything
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.errors import WRITE_ERRNOS, UserError, unwritable
@@ -53,6 +55,29 @@ RECIPE_OPTIMIZER_KEYS = ("model.optimizer", "model.lr", "model.momentum", "model
                          "model.lr_milestones", "model.warmup_epochs")
 
 
+# --run.ddp_timeout_s default: a few minutes. Long enough for a rank to wait out another's
+# checkpoint write or its last uneven validation batches; short enough that a hung peer fails the
+# job well before its time limit. A peer that *dies* is caught sooner: srun --kill-on-bad-exit
+# (cnnrepro submit, slurm/fit.sbatch) ends every task of the step at once.
+DDP_TIMEOUT_S = 300
+
+
+def _ddp_with_timeout(strategy, timeout_s: int):
+    """The DDPStrategy that a registered name ("ddp", "ddp_find_unused_parameters_true", ...)
+    stands for, with ``timeout`` set; None for anything else (a strategy object the user built
+    keeps its own settings; "auto" on one device is no DDP at all).
+
+    The timeout bounds the rendezvous (torch's TCPStore waits that long for the other ranks) and
+    every collective.
+    """
+    if not isinstance(strategy, str) or strategy not in StrategyRegistry:
+        return None
+    entry = StrategyRegistry[strategy]
+    if entry["strategy"] is not DDPStrategy:
+        return None
+    return DDPStrategy(**{**entry["init_params"], "timeout": timedelta(seconds=timeout_s)})
+
+
 class _Parser(LightningArgumentParser):
     def __init__(self, *args, **kwargs):
         # argparse would read `--trainer.max_epoch 3` as --trainer.max_epochs (any unique prefix):
@@ -69,7 +94,8 @@ class _Parser(LightningArgumentParser):
         return super().dump(cfg, *args, **kwargs)
 
 
-def run_callbacks(subcommand: str, run: RunFolder, *, ckpt_every_n_steps: int, t_start: float) -> list:
+def run_callbacks(subcommand: str, run: RunFolder, *, ckpt_every_n_steps: int, t_start: float,
+                  ddp_timeout_s: int = DDP_TIMEOUT_S) -> list:
     """The callbacks `cnnrepro SUBCOMMAND` installs in its trainer, for the run folder ``run``.
 
     One function so that `cnnrepro bench train` times exactly the set a real fit pays for.
@@ -86,7 +112,7 @@ def run_callbacks(subcommand: str, run: RunFolder, *, ckpt_every_n_steps: int, t
             ModelCheckpoint(dirpath=ckpts, filename="last", monitor=None, save_top_k=1,
                             enable_version_counter=False),
             # signal -> checkpoint at the next step boundary (lit/preemption.py), exact resume (lit/resume.py)
-            Preemption(run.checkpoints, every_n_steps=ckpt_every_n_steps),
+            Preemption(run.checkpoints, every_n_steps=ckpt_every_n_steps, vote_timeout_s=ddp_timeout_s),
             ExactResume(wandb_id=run.wandb_id),
             RunHistory(run.attempts_path, t_start),
             EpochMetricsResume(),
@@ -153,6 +179,12 @@ class CnnreproCLI(LightningCLI):
                             help="exact run folder; resumed from its checkpoints/last.ckpt when that exists")
         parser.add_argument("--run.ckpt_every_n_steps", type=int, default=0,
                             help="also write last.ckpt every n steps (bounds what a SIGKILL loses; 0: off)")
+        # torch's own default is 30 min (gloo) / 10 min (NCCL): a rank that hangs, or a peer that
+        # dies where srun --kill-on-bad-exit cannot see it, would hold the whole job that long
+        parser.add_argument("--run.ddp_timeout_s", type=int, default=DDP_TIMEOUT_S,
+                            help="DDP: seconds a rank waits in the rendezvous or in any collective for the "
+                                 "others before the run fails; raise it if one rank legitimately works alone "
+                                 "longer (e.g. a slow checkpoint write)")
         # evaluation protocol of validate/test (cnnrepro/eval/protocols.py); fit validates with the centre crop
         parser.add_argument("--protocol", type=Literal[(*PROTOCOLS, "all")], default="center",
                             help="validate/test: the paper's test protocol; all: every protocol "
@@ -252,6 +284,9 @@ class CnnreproCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self._cfg()
         run_cfg = cfg["run"]
+        if run_cfg["ddp_timeout_s"] <= 0:
+            raise UserError(f"--run.ddp_timeout_s {run_cfg['ddp_timeout_s']}: must be a positive number of seconds "
+                            f"(default {DDP_TIMEOUT_S})")
         given, hparams = self._ckpt_hparams
         if given is not None:
             self._check_checkpoint(given, hparams)  # before a run folder is made for it
@@ -277,7 +312,7 @@ class CnnreproCLI(LightningCLI):
             kwargs["logger"] = loggers
         kwargs.setdefault("default_root_dir", str(self.run.path))
         callbacks = run_callbacks(self.subcommand, self.run, ckpt_every_n_steps=run_cfg["ckpt_every_n_steps"] or 0,
-                                  t_start=self.t_start)
+                                  t_start=self.t_start, ddp_timeout_s=run_cfg["ddp_timeout_s"])
         if self.subcommand == "fit":
             self.history = next(c for c in callbacks if isinstance(c, RunHistory))
             if trainer_cfg.get("enable_progress_bar") is not False and not any(
@@ -285,6 +320,9 @@ class CnnreproCLI(LightningCLI):
                 callbacks.append(ResumedProgressBar())  # Lightning's bar, right after a mid-epoch resume
             if trainer_cfg.get("plugins") is None:
                 kwargs["plugins"] = slurm_plugins()  # atomic checkpoint writes; no Lightning requeue
+        strategy = _ddp_with_timeout(trainer_cfg.get("strategy"), run_cfg["ddp_timeout_s"])
+        if strategy is not None:
+            kwargs["strategy"] = strategy
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
         return super().instantiate_trainer(**kwargs)
 

@@ -14,8 +14,8 @@ Who requeues (exactly one owner per job):
     ``optimizer.step``, or inside a collective that the other ranks have not entered), and its
     default signal is SIGUSR1, which NCCL uses. Submitit's handler has the same problem, so this
     callback *defers* it: the signal only sets a flag; at a step boundary all ranks agree on the
-    flag, save ``last.ckpt`` atomically, and only then is submitit's handler run (rank 0), which
-    requeues and exits.
+    flag, save ``last.ckpt`` atomically, the trainer tears down (loggers flushed), and only then is
+    submitit's handler run (rank 0, by ``cnnrepro.launch.submit.FitJob``), which requeues and exits.
 
 Agreeing on the flag costs no host-device synchronisation: on one process the flag is a Python
 int; under DDP each rank adds its flag to a non-blocking all-reduce of one CPU integer over a gloo
@@ -48,6 +48,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,14 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 
 from .checkpoint_io import AtomicCheckpointIO
 
-__all__ = ["Preemption", "Preempted", "slurm_plugins", "REQUEUE_SIGNAL"]
+__all__ = ["Preemption", "Preempted", "slurm_plugins", "REQUEUE_SIGNAL", "REQUEUE_EXIT", "close_wandb"]
 
 # NCCL reserves SIGUSR1; submitit's default preemption signal is SIGUSR2 (env SUBMITIT_PREEMPT_SIGNAL)
 REQUEUE_SIGNAL = signal.SIGUSR2
+
+
+# exit code of a run stopped to be requeued (143, as if killed by SIGTERM, for a plain stop)
+REQUEUE_EXIT = 3
 
 
 class Preempted(SystemExit):
@@ -94,18 +99,42 @@ def _handlers_besides_lightning(handler) -> list:
     return out
 
 
+def close_wandb() -> None:
+    """Finish the W&B run and stop W&B's service process; for after the trainer's teardown (which
+    still logs to W&B), before a requeue.
+
+    A requeue (`scontrol requeue`, also the one submitit runs) sends SIGTERM to every process of
+    the job step at once, W&B's service process included; W&B's exit hook then finds its service
+    gone and prints a ``ConnectionResetError`` traceback in rank 0's log, which reads as a crash.
+    The run is resumed under the same id by the next attempt (lit/runs.py).
+    """
+    wandb = sys.modules.get("wandb")  # W&B was imported only if the run has a W&B logger
+    if wandb is None:
+        return
+    try:
+        if wandb.run is not None:
+            wandb.run.mark_preempting()  # W&B shows the run as preempted, not crashed
+        wandb.teardown()
+    except Exception as e:  # noqa: BLE001 - e.g. a SIGTERM to the whole step already ended W&B's service
+        print(f"cnnrepro: W&B could not be closed before stopping ({type(e).__name__}: {e}); the next "
+              f"attempt resumes the same W&B run", file=sys.stderr, flush=True)
+
+
 class _FlagVote:
     """Every rank's flag, max-reduced without blocking: ``vote(mine)`` returns the previous vote's result.
 
     A CPU tensor over a gloo group: no device synchronisation (NCCL would need a device tensor and a
     ``.item()`` sync). All ranks call ``vote`` at the same step boundaries, so they read the same
     result at the same step.
+
+    ``timeout_s`` bounds every wait: a new group gets torch's default (30 min for gloo), not the
+    training group's, and a peer that hangs must not hold this rank longer than the DDP timeout.
     """
 
-    def __init__(self):
+    def __init__(self, timeout_s: float):
         # its own gloo group: CPU tensors under NCCL, and never interleaved with DDP's gradient
         # all-reduces on the training group
-        self._group = dist.new_group(backend="gloo")
+        self._group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
         self._buf = torch.zeros(1, dtype=torch.int32)
         self._work = None
 
@@ -132,12 +161,15 @@ class Preemption(pl.Callback):
         every_n_steps: also save ``last.ckpt`` every n optimizer steps (0: only on signals and
             at epoch ends), bounding what a kill without warning (SIGKILL, node failure) loses.
         requeue_signal: the signal that means "checkpoint and requeue".
+        vote_timeout_s: under DDP, how long a rank waits for the others' flags (``--run.ddp_timeout_s``).
     """
 
-    def __init__(self, ckpt_dir: str | Path, every_n_steps: int = 0, requeue_signal: int = REQUEUE_SIGNAL):
+    def __init__(self, ckpt_dir: str | Path, every_n_steps: int = 0, requeue_signal: int = REQUEUE_SIGNAL,
+                 vote_timeout_s: float = 300.0):  # 300: --run.ddp_timeout_s's default (lit/cli.py)
         self.ckpt_dir = Path(ckpt_dir)
         self.every_n_steps = every_n_steps
         self.requeue_signal = requeue_signal
+        self.vote_timeout_s = vote_timeout_s
         self._flag = 0  # 0 nothing, 1 stop (SIGTERM), 2 stop and requeue (requeue signal)
         self._previous: dict[int, Any] = {}
         self._vote: _FlagVote | None = None  # under DDP only
@@ -179,7 +211,7 @@ class Preemption(pl.Callback):
         self._trainer = trainer
         self._install_handlers()
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            self._vote = _FlagVote()
+            self._vote = _FlagVote(self.vote_timeout_s)
 
     def teardown(self, trainer, pl_module, stage):
         if self._vote is not None:
@@ -239,19 +271,25 @@ class Preemption(pl.Callback):
             logger.save()
         if flag == 2:
             self._requeue(trainer)
-        raise Preempted(143 if flag == 1 else 3)  # 143: as if killed by SIGTERM
+        if trainer.global_rank != 0 and os.environ.get("SLURM_STEP_ID") is not None:
+            # A task of an srun step: rank 0 ends first. Under srun --kill-on-bad-exit (cnnrepro
+            # submit, slurm/fit.sbatch) the first task to exit non-zero gets every other one killed
+            # at once, and rank 0 still writes its logs and attempts.json on the way out; after a
+            # requeue the requeue itself ends the step. The checkpoint is on disk: nothing is lost
+            # when this rank is killed while it waits.
+            time.sleep(float(os.environ.get("CNNREPRO_REQUEUE_WAIT", "60")))
+        raise Preempted(143 if flag == 1 else REQUEUE_EXIT)  # 143: as if killed by SIGTERM
 
     def _requeue(self, trainer) -> None:
         if trainer.global_rank != 0:
-            # rank 0 requeues; the requeue ends this allocation. Wait for that rather than exit
-            # first: an early exit of one task can make srun tear the step down under rank 0.
-            time.sleep(float(os.environ.get("CNNREPRO_REQUEUE_WAIT", "60")))
-            return
+            return  # rank 0 requeues; the requeue ends this allocation (see _stop)
         submitit_handler = self._previous.get(self.requeue_signal)
         if callable(submitit_handler) and "submitit" in getattr(submitit_handler, "__module__", ""):
-            # submitit owns the requeue: it calls FitJob.checkpoint(), runs `scontrol requeue`
-            # and exits the process (SystemExit) from here
-            submitit_handler(self.requeue_signal, None)
+            # submitit owns the requeue, once the trainer has torn down (loggers flushed, W&B
+            # closed): cnnrepro.launch.submit.FitJob runs submitit's handler when this run ends
+            # with Preempted(REQUEUE_EXIT); the handler calls FitJob.checkpoint(), runs
+            # `scontrol requeue` and exits. Run from here, inside the training loop, that exit
+            # made Lightning's teardown log to a W&B run the requeue had already killed.
             return
         job = os.environ.get("SLURM_JOB_ID")
         if job is None:

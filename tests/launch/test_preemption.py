@@ -190,7 +190,7 @@ def _vote_worker(rank, world, port, out, signalled_rank, signalled_call):
     from cnnrepro.lit.preemption import _FlagVote
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    vote, flag, seen = _FlagVote(), 0, []
+    vote, flag, seen = _FlagVote(timeout_s=60), 0, []
     for call in range(6):
         if rank == signalled_rank and call == signalled_call:
             flag = 2  # this rank alone got the requeue signal before this step boundary
@@ -212,3 +212,41 @@ def test_ranks_signalled_at_different_steps_stop_at_the_same_step(tmp_path):
     seen = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
     # the vote of step boundary 2 is read at boundary 3, on both ranks: both checkpoint and stop there
     assert seen[0] == seen[1] == "0,0,0,2,2,2"
+
+
+def _hung_peer_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    from cnnrepro.lit.preemption import _FlagVote
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    vote = _FlagVote(timeout_s=3)
+    if rank == 1:
+        time.sleep(40)  # hung: alive, never votes (torch's default would hold rank 0 for 30 min)
+        return
+    t0 = time.time()
+    try:
+        vote.vote(0)
+        vote.vote(0)  # waits for the first vote, which rank 1 never joined
+        (out / "rank0.txt").write_text("returned")
+    except RuntimeError as e:
+        (out / "rank0.txt").write_text(f"raised after {time.time() - t0:.1f} s: {e}")
+
+
+def test_a_vote_waits_for_a_hung_peer_no_longer_than_its_timeout(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.spawn(_hung_peer_worker, args=(2, port, tmp_path), nprocs=2, join=False)
+    deadline = time.time() + 30
+    while not (tmp_path / "rank0.txt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    for proc in ctx.processes:  # rank 1 is still "hung": end it
+        proc.kill()
+    text = (tmp_path / "rank0.txt").read_text() if (tmp_path / "rank0.txt").exists() else "still waiting after 30 s"
+    assert text.startswith("raised after"), text
+    assert float(text.split()[2]) < 15, text  # the 3 s timeout, not gloo's 30 min default

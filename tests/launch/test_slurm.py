@@ -7,6 +7,7 @@ script installs the Debian packages and these tests run.
 
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -35,10 +36,10 @@ def cluster(tmp_path_factory):
     subprocess.run([SCRIPT, "stop", str(d)], capture_output=True, text=True, timeout=120)
 
 
-def _submit(tmp_path, cluster, shards, recipe, *extra):
+def _submit(tmp_path, cluster, shards, recipe, *extra, timeout=900):
     return run_cnnrepro(["submit", str(recipe), "--data.root", str(shards), "--data.num_workers", "1",
                          "--tasks-per-node", "2", "--cpus-per-task", "1", "--time", "30", *extra],
-                        tmp_path, env_extra=cluster, timeout=900)
+                        tmp_path, env_extra=cluster, timeout=timeout)
 
 
 def _job(stdout):
@@ -79,10 +80,19 @@ def test_submit_wait_runs_two_task_ddp_and_prints_the_record(tmp_path, cluster, 
     _wait_until(lambda: _sacct_state(job, cluster) == "COMPLETED", 60, "sacct to report COMPLETED")
 
 
-def _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, action):
+def _logs(folder):
+    return {f.name: f.read_text(errors="replace") for f in sorted((folder / "slurm").glob("*_log.*"))}
+
+
+def _error_results(folder):
+    """The tasks' result files that hold an error (submitit's ("error", traceback) pickles)."""
+    return [f.name for f in (folder / "slurm").glob("*_result.pkl") if pickle.loads(f.read_bytes())[0] == "error"]
+
+
+def _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, action, *extra):
     # 12 epochs of 3 steps: long enough to interrupt after the first epoch's checkpoint
     p = _submit(tmp_path, cluster, tiny_shards, tiny_recipe, "--trainer.max_epochs", "12",
-                "--run.ckpt_every_n_steps", "2")
+                "--run.ckpt_every_n_steps", "2", *extra)
     assert p.returncode == 0, p.stderr[-3000:]
     job, folder = _job(p.stdout)
     _wait_until(lambda: (folder / "checkpoints" / "last.ckpt").exists(), 300, "the first checkpoint")
@@ -91,16 +101,34 @@ def _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, action):
     subprocess.run(action + [job], check=True, env={**os.environ, **cluster})
     _wait_until(lambda: "resumed at step" in _rank0_log(folder, job), 300, "the requeued job to resume")
     t_resumed = time.time()
+    # the requeue left nothing that `cnnrepro submit --wait` could read as the job's failure
+    assert _error_results(folder) == []
     _wait_until(lambda: _sacct_state(job, cluster) == "COMPLETED", 600, "the job to complete")
     rec = json.loads((folder / "record.json").read_text())
     assert rec["global_step"] == 12 * 3 and rec["epochs"] == 12
     log = _rank0_log(folder, job)
     print(f"\n{' '.join(action)}: resumed {t_resumed - t_signal:.0f} s after the signal")
-    return log, folder
+    return log, folder, job
+
+
+def _requeue_overhead(folder, job):
+    """Seconds from the last step before the stop to the first step after the resume, split into
+    the job's wait in the queue and its startup: what a requeue costs beyond the lost steps."""
+    err = _rank0_log(folder, job)
+    before, after = err[:err.index("resumed at step")], err[err.index("resumed at step"):]
+    clock = r"test: step \d+ done at ([\d.]+)"
+    last_before, first_after = float(re.findall(clock, before)[-1]), float(re.search(clock, after).group(1))
+    requeued = re.search(r"CANCELLED AT (\S+) DUE TO JOB REQUEUE", err).group(1)
+    out = (folder / "slurm" / f"{job}_0_log.out").read_text()
+    started = re.findall(r"submitit INFO \((\S+ \S+)\) - Starting with", out)[-1].split(",")[0]
+    t_requeued = time.mktime(time.strptime(requeued, "%Y-%m-%dT%H:%M:%S"))
+    t_started = time.mktime(time.strptime(started, "%Y-%m-%d %H:%M:%S"))
+    return first_after - last_before, t_started - t_requeued, first_after - t_started
 
 
 def test_preemption_signal_checkpoints_at_a_step_boundary_and_requeues(tmp_path, cluster, tiny_shards, tiny_recipe):
-    log, folder = _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, ["scancel", "--signal=USR2"])
+    log, folder, job = _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, ["scancel", "--signal=USR2"],
+                                      "--trainer.callbacks+=signal_helpers.StepClock")
     # mid-epoch the stop comes at the next step; in an epoch's last step or its validation, at the
     # epoch's end (lit/preemption.py): either way the message names the step it saved
     saved = re.search(r"rank 0: checkpoint at (?:step (\d+)|the end of epoch \d+ \(step (\d+)\))", log)
@@ -108,10 +136,20 @@ def test_preemption_signal_checkpoints_at_a_step_boundary_and_requeues(tmp_path,
     resumed = re.search(r"resumed at step (\d+)", log)
     assert resumed.group(1) == (saved.group(1) or saved.group(2))  # nothing lost: it resumed where it stopped
     assert "this job is preempted" in log or "this job is timed-out" in log  # submitit did the requeue
+    # a requeue is no crash: no traceback in any rank's log, from either attempt, and no error result
+    logs = _logs(folder)
+    assert len(logs) == 4, sorted(logs)  # .out and .err of both ranks
+    crashed = {name: text[text.index("Traceback"):][:3000] for name, text in logs.items() if "Traceback" in text}
+    assert not crashed, crashed
+    assert _error_results(folder) == []
+    total, pending, startup = _requeue_overhead(folder, job)
+    print(f"requeue overhead (this cluster): {total:.1f} s from the last step before the stop to the first "
+          f"step after the resume; the job restarted {pending:.0f} s after the requeue, and its first step "
+          f"came {startup:.1f} s after that restart")
 
 
 def test_scontrol_requeue_resumes_from_the_newest_complete_checkpoint(tmp_path, cluster, tiny_shards, tiny_recipe):
-    log, folder = _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, ["scontrol", "requeue"])
+    log, folder, _ = _preempted_job(tmp_path, cluster, tiny_shards, tiny_recipe, ["scontrol", "requeue"])
     assert "DUE TO JOB REQUEUE" in log
     step = int(re.search(r"resumed at step (\d+)", log).group(1))
     assert step > 0  # from a checkpoint, not from scratch
@@ -174,7 +212,9 @@ def test_a_first_two_task_demo_submit_on_an_empty_cache_succeeds(tmp_path, clust
     job, folder = _job(p.stdout)
     logs = "".join((folder / "slurm" / f"{job}_{r}_log.err").read_text() for r in (0, 1))
     assert logs.count("building the demo dataset once") == 1, logs[-3000:]
-    assert (tmp_path / "cache" / "demo-v1" / "shards" / "manifest.json").is_file()
+    from cnnrepro.data.demo import DEMO_VERSION
+
+    assert (tmp_path / "cache" / f"demo-v{DEMO_VERSION}" / "shards" / "manifest.json").is_file()
 
 
 def test_fit_sbatch_runs_on_cpu_nodes_with_rank_logs_in_the_run_folder(tmp_path, cluster, tiny_shards, tiny_recipe):
@@ -199,3 +239,29 @@ def test_fit_sbatch_runs_on_cpu_nodes_with_rank_logs_in_the_run_folder(tmp_path,
     batch = batch_out.read_text()
     assert f"run folder {Path('runs') / 'tiny' / f'fit-slurm-{job}'}" in batch
     assert "distributed_backend" not in batch  # the ranks' output is not in the batch file
+
+
+@pytest.mark.parametrize("at, how, rank", [
+    ("step", "SIGKILL", 1),   # kill -9 of one rank mid-run: the other waits in a gradient all-reduce
+    ("init", "SIGKILL", 1),   # at startup, before the rendezvous: rank 0 waits for it in the TCPStore
+    ("setup", "raise", 0),    # an error at startup, after the rendezvous: rank 1 waits in a collective
+])
+def test_a_dead_rank_fails_the_job_within_a_minute_with_its_error(tmp_path, cluster, tiny_shards, tiny_recipe,
+                                                                   at, how, rank):
+    p = _submit(tmp_path, cluster, tiny_shards, tiny_recipe, "--trainer.max_epochs", "2",
+                "--trainer.callbacks+=signal_helpers.DieOnRank", "--trainer.callbacks.rank", str(rank),
+                "--trainer.callbacks.at", at, "--trainer.callbacks.how", how, "--wait",
+                timeout=240)  # a job that outlives its dead rank by minutes fails here
+    t_returned = time.time()
+    job, folder = _job(p.stdout)
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    died = re.search(r"test: rank \d dies \(\w+\) at ([\d.]+)", (folder / "slurm" / f"{job}_{rank}_log.err").read_text())
+    assert died, _logs(folder)
+    # SLURM ended the job and `--wait` said so within a minute of the death (not at the DDP timeout)
+    assert t_returned - float(died.group(1)) < 60, t_returned - float(died.group(1))
+    assert _sacct_state(job, cluster) == "FAILED"
+    # one line: the job, its state, the rank that died first and why, and where its log is
+    line = next(ln for ln in p.stderr.splitlines() if ln.startswith(f"cnnrepro: job {job} FAILED"))
+    assert f"rank {rank}" in line and f"{job}_{rank}_log.err" in line, line
+    assert ("injected failure on rank 0" if how == "raise" else "Killed") in line, line
+    print(f"\n{at}/{how}: `--wait` returned {t_returned - float(died.group(1)):.1f} s after rank {rank} died: {line}")

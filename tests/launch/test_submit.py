@@ -107,8 +107,6 @@ def test_seeds_start_at_the_recipes_seed_and_need_an_integer(recipe, tmp_path):
         build_array_submission([str(recipe), "--seeds", "0", "--seed_everything", "1"])
 
 
-
-
 def test_other_commands_take_no_abbreviations(capsys):
     # every argparse in cnnrepro/commands sets allow_abbrev=False: `--no-mac` is not `--no-macs`
     from cnnrepro.commands import models
@@ -133,3 +131,14 @@ def test_a_job_sbatch_refuses_leaves_no_run_folder_and_one_line(recipe, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Requested node configuration is not available" in err, err
     assert not any((tmp_path / "runs" / "r").iterdir())  # the fit-000 made for it is gone
+
+
+def test_the_job_script_ends_the_step_when_a_task_dies(recipe, tmp_path):
+    # without --kill-on-bad-exit, srun lets the other ranks wait for a dead one (issue 16.1)
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    params, *_ = build_submission([str(recipe), "--tasks-per-node", "2"])
+    params.pop("max_num_timeout")  # an executor setting, not an sbatch one
+    script = _make_sbatch_string(command="python -m job", folder=str(tmp_path), **params)
+    srun = next(ln for ln in script.splitlines() if ln.startswith("srun "))
+    assert "--kill-on-bad-exit=1" in srun.split()
