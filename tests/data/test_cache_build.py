@@ -26,7 +26,7 @@ def _start_together(code: str, cache: Path, n: int) -> list[subprocess.Completed
 
 @pytest.mark.slow
 def test_demo_dataset_is_built_once_by_ranks_starting_together(tmp_path):
-    # the real demo build (1,000 JPEGs and their shards), three "ranks" at once
+    # the real demo build (840 JPEGs and their shards), three "ranks" at once
     code = "from cnnrepro.data.demo import ensure_demo_shards; print(ensure_demo_shards(workers=1))"
     done = _start_together(code, tmp_path / "cache", 3)
     assert all(p.returncode == 0 for p in done), "\n".join(p.stderr[-2000:] for p in done)
@@ -36,7 +36,8 @@ def test_demo_dataset_is_built_once_by_ranks_starting_together(tmp_path):
     shards = Path(done[0].stdout.strip())
     assert (shards / "manifest.json").is_file()
     tree = shards.parent / "tree"
-    assert sum(1 for _ in tree.rglob("*.JPEG")) == 10 * (80 + 20)  # one complete tree, nothing doubled
+    # one complete tree, nothing doubled: 10 classes x (64 train + 20 val), data/demo.py build_demo_tree
+    assert sum(1 for _ in tree.rglob("*.JPEG")) == 10 * (64 + 20)
     assert not (shards.parent / "tree.partial").exists()
 
 
