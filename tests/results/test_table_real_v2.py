@@ -3,9 +3,7 @@ reproduction numbers of the same model, protocol and model source, with their im
 when a record has them; a V2 record never lands in an ILSVRC-2012 val column or row."""
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from test_imagenetv2 import build_v2
 from test_table import rec
 
 REPO = Path(__file__).resolve().parents[2]
-CNNREPRO = str(Path(sys.executable).with_name("cnnrepro"))
 PAPER = load_paper_numbers()
 
 
@@ -79,13 +76,12 @@ def test_real_and_v2_sit_beside_the_ilsvrc_numbers_of_the_same_model_source():
     assert "real_top1_err" in render_csv(rows).splitlines()[0]
 
 
-def _run(args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB") and k != "CNNREPRO_DATA"}
-    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.slow  # two real `cnnrepro validate` runs of a 48-px SqueezeNet over 10 + 24 JPEGs
-def test_records_of_the_real_validate_path_fill_the_real_and_v2_columns(tmp_path):
+def test_records_of_the_real_validate_path_fill_the_real_and_v2_columns(tmp_path, monkeypatch, capsys):
+    from cnnrepro.cli import main  # the console script's entry point, in this process (no second start-up)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CNNREPRO_DATA", raising=False)
     tree, _ = build_ilsvrc_like(tmp_path / "data")
     real = [[(i * 7) % 1000] for i in range(50_000)]
     real[0] = []  # ILSVRC2012_val_00000001 is one of the ten: left out of ReaL
@@ -99,11 +95,9 @@ def test_records_of_the_real_validate_path_fill_the_real_and_v2_columns(tmp_path
                       f"  lighting_std: 0.0\n")
     quiet = ["--data.num_workers", "1", "--data.batch_size", "4", "--trainer.enable_progress_bar", "false",
              "--run.wandb", "disabled"]
-    p = _run(["validate", str(recipe), "--data.root", str(tree), "--data.real_labels", str(tmp_path / "real.json"),
-              *quiet], tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
-    p = _run(["validate", str(recipe), "--data.root", str(v2), *quiet], tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert main(["validate", str(recipe), "--data.root", str(tree), "--data.real_labels",
+                 str(tmp_path / "real.json"), *quiet]) in (0, None), capsys.readouterr().err[-3000:]
+    assert main(["validate", str(recipe), "--data.root", str(v2), *quiet]) in (0, None), capsys.readouterr().err[-3000:]
 
     recs = {r["split"]: r for r in load_records([tmp_path / "runs"])}
     assert set(recs) == {"tree_val", "imagenetv2-top-images"}
