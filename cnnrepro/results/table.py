@@ -7,7 +7,12 @@ set) under the same protocol on the same data, and the reproduced error (mean ±
 the runs of the recipe, one per trained checkpoint, n beside it), then the reproduction's
 difference from the paper and the cost of the runs. Runs that evaluated different numbers of
 images are never averaged, and released weights sit beside a reproduction only when both
-evaluated the same number of images.
+evaluated the same number of images. Where records have them, ReaL top-1 (``real_top1``:
+--data.real_labels, data/real.py) and ImageNetV2 top-1 (records whose split is an ``imagenetv2-*``
+set, data/ilsvrc.py) are extra columns of the same row: ReaL from the row's own records, V2 from the
+records of the same model source (the same weights file; the same recipe's runs) under the same
+protocol and variant. A V2 record never makes an ILSVRC row or fills its columns; with no row to
+join it gets a row of its own.
 
 A reproduced number is set beside a paper number only when both are on the same evaluation set
 with the same protocol and protocol settings (the paper entry's ``params``, e.g. VGG's test scales
