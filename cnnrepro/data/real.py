@@ -32,8 +32,16 @@ from cnnrepro.errors import UserError
 
 from .remote import CorruptSampleError
 
-__all__ = ["RealLabels", "RealLabelsError", "RealSampleError", "load_real_labels", "val_number", "real_hits",
-           "REAL_IMAGES", "REAL_SOURCE"]
+__all__ = [
+    "REAL_IMAGES",
+    "REAL_SOURCE",
+    "RealLabels",
+    "RealLabelsError",
+    "RealSampleError",
+    "load_real_labels",
+    "real_hits",
+    "val_number",
+]
 
 REAL_IMAGES = 50_000  # ILSVRC2012_val_00000001 .. 00050000
 REAL_CLASSES = 1000

@@ -41,7 +41,7 @@ def _md_rows(md: str) -> list[dict]:
 
 
 def test_real_and_v2_sit_beside_the_ilsvrc_numbers_of_the_same_model_source():
-    v2 = dict(split="imagenetv2-matched-frequency", samples=10_000, samples_expected=10_000)
+    v2 = {"split": "imagenetv2-matched-frequency", "samples": 10_000, "samples_expected": 10_000}
     records = [
         rec(top1=59.0, run="r0", real_top1=65.0, real_samples=46_837),
         rec(top1=60.0, run="r1", real_top1=66.0, real_samples=46_837),
@@ -78,7 +78,8 @@ def test_real_and_v2_sit_beside_the_ilsvrc_numbers_of_the_same_model_source():
 
 @pytest.mark.slow  # two real `cnnrepro validate` runs of a 48-px SqueezeNet over 10 + 24 JPEGs
 def test_records_of_the_real_validate_path_fill_the_real_and_v2_columns(tmp_path, monkeypatch, capsys):
-    from cnnrepro.cli import main  # the console script's entry point, in this process (no second start-up)
+    # the console script's entry point, in this process (no second interpreter start-up)
+    from cnnrepro.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CNNREPRO_DATA", raising=False)
