@@ -129,6 +129,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         aspect_range: list[float] | None = None,
         photometric: float | None = None,
         format: Literal["auto", "shards", "imagefolder"] = "auto",
+        real_labels: str | None = None,
     ):
         """
         Args:
@@ -152,7 +153,10 @@ class ImageNetDataModule(pl.LightningDataModule):
             photometric: strength of inception_crop's brightness/contrast/colour jitter (0: off).
             format: "shards" (a folder with manifest.json), "imagefolder" (an unconverted tree,
                 Kaggle layout or archives, read in place: data/imagefolder.py), or "auto" (shards
-                if root holds a manifest.json, else imagefolder).
+                if root holds a manifest.json, else imagefolder). An ImageNetV2 folder (class
+                folders 0..999, data/ilsvrc.py) is read as its validation split, labels = int(folder).
+            real_labels: ReaL's real.json (Beyer et al. 2020, data/real.py): validate/test also score
+                each top-1 prediction against the ReaL labels of its ILSVRC-2012 val image.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -179,6 +183,7 @@ class ImageNetDataModule(pl.LightningDataModule):
                 raise DataConfigError(msg)
         if "val" not in self.manifest:
             raise DataConfigError(f"{self.root}/manifest.json has no val split: write shards from a tree with SRC/val")
+        self.real = self._real_labels(real_labels)
         classes = self.manifest["classes"]
         if len(classes) < 2:
             raise DataConfigError(
@@ -201,7 +206,10 @@ class ImageNetDataModule(pl.LightningDataModule):
             if "mean" not in stats:
                 what = ("_info.json (no manifest.json) holds no RGB statistics"
                         if self.manifest.get("format") == "timm-info" else "manifest.json has no rgb_stats")
-                raise DataConfigError(f"{self.root}/{what}: pass --data.mean")
+                if self.manifest.get("eval_set"):
+                    what = f"{self.manifest['eval_set']} is a test set with no training images to take a mean from"
+                raise DataConfigError(f"{self.root}: {what}: pass --data.mean (the mean RGB the weights were "
+                                      f"trained with: the training manifest's rgb_stats.mean)")
             mean = stats["mean"]
         self.normalize = BatchNormalize(
             mean=mean,
@@ -216,9 +224,37 @@ class ImageNetDataModule(pl.LightningDataModule):
         # is expanded into; None is the single centre crop of eval_transform
         self.protocol = None
 
+    def _real_labels(self, path: str | None):
+        """``--data.real_labels``: real.json loaded and checked, once the data is known to be (a part of)
+        ILSVRC-2012 val: ReaL labels those 50,000 images and no others (data/real.py)."""
+        if path is None:
+            return None
+        from .real import REAL_CLASSES, REAL_IMAGES, load_real_labels
+
+        why = None
+        if self.manifest.get("eval_set"):
+            why = f"it is {self.manifest['eval_set']}, not ILSVRC-2012 val"
+        elif self.hparams.root == "demo":
+            why = "it is the demo data, not ILSVRC-2012 val"
+        elif self.num_classes != REAL_CLASSES:
+            why = f"it has {self.num_classes} classes, not ILSVRC-2012's {REAL_CLASSES}"
+        elif self.manifest["val"]["samples"] > REAL_IMAGES:
+            why = f"its val split holds {self.manifest['val']['samples']} images, more than ILSVRC-2012's {REAL_IMAGES}"
+        if why:
+            raise DataConfigError(f"--data.real_labels: ReaL labels the ILSVRC-2012 validation images only; "
+                                  f"--data.root {self.data_name}: {why}; drop --data.real_labels for this data")
+        return load_real_labels(path)  # a RealLabelsError is a UserError: one line
+
     def setup(self, stage: str) -> None:
         """Check the shards before the first step (on every rank): every shard this stage reads has
         its manifest size, and the validation shards their sha256 (cached once verified, data/verify.py)."""
+        if stage == "fit" and "train" not in self.manifest:
+            what = self.manifest.get("eval_set") or "this data"
+            raise DataConfigError(f"--data.root {self.data_name}: {what} has no training split, only a test set: "
+                                  f"use it with `cnnrepro validate` or `cnnrepro test`")
+        if stage == "fit" and self.real is not None:
+            raise DataConfigError("--data.real_labels applies to `cnnrepro validate` and `cnnrepro test`; fit "
+                                  "validates every epoch against the original labels")
         if self._file_groups is not None:
             return  # an unconverted tree: files are checked as they are read
         if isinstance(self.root, str):
@@ -273,6 +309,8 @@ class ImageNetDataModule(pl.LightningDataModule):
         """A name for the evaluation set that the results tables can match against the papers'."""
         if self.hparams.root == "demo":
             return f"demo_{split}"
+        if self.manifest.get("eval_set"):  # ImageNetV2: named by its set, never taken for ILSVRC-2012 val
+            return self.manifest["eval_set"]
         if self.num_classes == 1000 and split == "val" and self.manifest["val"]["samples"] == 50_000:
             return "ilsvrc2012_val"
         if isinstance(self.root, str):
@@ -343,7 +381,7 @@ class ImageNetDataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         if self.protocol is not None:
             ds = self.protocol.stream(self._shards("val"), batch_size=self.batch_size, rank=rank, world_size=world,
-                                      num_workers=self.num_workers)
+                                      num_workers=self.num_workers, sources=self.real is not None)
             return self._loader(ds, persistent=True)
         ds = EvalStream(
             self._shards("val"),
@@ -352,6 +390,7 @@ class ImageNetDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world,
             num_workers=self.num_workers,
+            sources=self.real is not None,
         )
         return self._loader(ds, persistent=True)
 

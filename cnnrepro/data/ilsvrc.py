@@ -8,7 +8,9 @@
   ``ILSVRC2012_img_val.tar`` (50,000 flat ``ILSVRC2012_val_%08d.JPEG``) labelled by
   ``ILSVRC2012_devkit_t12.tar.gz`` (or that folder extracted) or by ``LOC_val_solution.csv``;
 * **kaggle**: the Kaggle ImageNet layout ``SRC/ILSVRC/Data/CLS-LOC/train/<wnid>/*.JPEG``, the
-  flat ``SRC/ILSVRC/Data/CLS-LOC/val/*.JPEG`` and ``SRC/LOC_val_solution.csv``.
+  flat ``SRC/ILSVRC/Data/CLS-LOC/val/*.JPEG`` and ``SRC/LOC_val_solution.csv``;
+* **imagenetv2**: an ImageNetV2 test set (Recht et al. 2019), ``SRC/<class index>/*.jpeg``: a
+  validation split only (see ``_imagenetv2_source``).
 
 The class index is always the position of the WNID in sorted order (what ImageFolder, the
 Caffe/Torch/TF ImageNet pipelines and every released checkpoint use). The devkit's ground
@@ -69,6 +71,8 @@ class Source:
     wnids: list[str]
     names: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    # what the val split is when it is not (a part of) ILSVRC-2012 val: "imagenetv2-matched-frequency", ...
+    eval_set: str | None = None
 
     def class_index(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.wnids)}
@@ -279,10 +283,66 @@ def detect_source(src: str | Path) -> Source:
         return _kaggle_source(root, kaggle)
     if (root / TRAIN_TAR).is_file():
         return _archive_source(root)
+    if any(p.is_dir() and p.name.isdigit() for p in root.iterdir()):
+        return _imagenetv2_source(root)
     raise SourceError(
         f"{root}: found neither an ImageFolder tree ({root}/train/<wnid>/*.JPEG), nor the official archives "
-        f"({root}/{TRAIN_TAR}, {VAL_TAR}, {DEVKIT}.tar.gz), nor the Kaggle layout ({root}/ILSVRC/Data/CLS-LOC/train)"
+        f"({root}/{TRAIN_TAR}, {VAL_TAR}, {DEVKIT}.tar.gz), nor the Kaggle layout ({root}/ILSVRC/Data/CLS-LOC/train), "
+        f"nor an ImageNetV2 folder ({root}/<class index 0..999>/*.jpeg)"
     )
+
+
+# ImageNetV2 (Recht et al. 2019, "Do ImageNet Classifiers Generalize to ImageNet?", arXiv 1902.10811;
+# github.com/modestyachts/ImageNetV2): three test sets of 10,000 images, 10 per class (its README:
+# "three test sets with 10,000 new images each"), released as imagenetv2-matched-frequency.tar.gz,
+# imagenetv2-threshold0.7.tar.gz and imagenetv2-top-images.tar.gz, which extract to
+# imagenetv2-<variant>-format-val/. Its code/make_imagenet_folders.py names each class folder
+# str(label), label being the WNID's position in the sorted WNIDs: the folders are "0".."999", the
+# very class indices of ILSVRC-2012 (sorted WNIDs, as ours). torchvision's ImageFolder sorts those
+# names as strings ("10" < "2"), which gives 990 of the 1000 classes another class's index; here the
+# label is int(folder name), and a folder that is not a plain integer 0..999 is refused.
+IMAGENETV2_CLASSES = 1000
+IMAGENETV2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
+_V2_NAME = re.compile(r"imagenetv2-(" + "|".join(re.escape(v) for v in IMAGENETV2_VARIANTS) + r")(?![\w.])",
+                      re.IGNORECASE)
+
+
+def imagenetv2_variant(root: Path) -> str:
+    """The ImageNetV2 set a folder holds, from its name (the release's own folder or archive name)."""
+    m = _V2_NAME.search(Path(os.path.abspath(root)).name)  # a symlink's own name, not its target's
+    if m is None:
+        raise SourceError(
+            f"{root}: an ImageNetV2 folder (class folders 0..999), but its name does not say which of the three "
+            f"test sets it is ({', '.join('imagenetv2-' + v for v in IMAGENETV2_VARIANTS)}), and their numbers "
+            f"differ by points: keep the release's folder name (imagenetv2-<set>-format-val) or point --data.root "
+            f"at a symlink so named")
+    return f"imagenetv2-{m.group(1).lower()}"
+
+
+def _imagenetv2_source(root: Path) -> Source:
+    eval_set = imagenetv2_variant(root)
+    items, labels = [], []
+    for p in root.iterdir():
+        if not p.is_dir():
+            continue
+        # a plain decimal integer: "007" would be class 7 twice over with "7", and int() takes "٣"
+        if not (p.name.isascii() and p.name.isdigit() and p.name == str(int(p.name))):
+            raise SourceError(f"{p}: an ImageNetV2 folder holds only class folders named by their class index "
+                              f"0..{IMAGENETV2_CLASSES - 1}; move {p.name!r} out of {root}")
+        if int(p.name) >= IMAGENETV2_CLASSES:
+            raise SourceError(f"{p}: class index {p.name} is outside ILSVRC-2012's 0..{IMAGENETV2_CLASSES - 1}: "
+                              f"this is not an ImageNetV2 folder")
+        labels.append(int(p.name))
+    for label in sorted(labels):  # integer order: the item list reads as the class indices
+        for f in sorted((root / str(label)).iterdir()):
+            rel = f"{label}/{f.name}"
+            items.append(Item(rel, str(label), rel))
+    # the class list is the integers 0..max (ImageNetV2: 0..999), so position == int(folder name)
+    # even with a class folder missing (it keeps its index and is listed as empty)
+    classes = [str(i) for i in range(max(labels) + 1)]
+    desc = (f"ImageNetV2 {eval_set}: {len(items)} test files in {len(labels)} class folders named by class index "
+            f"(labels = int(folder name))")
+    return Source("imagenetv2", root, {"val": items}, classes, {c: c for c in classes}, desc, eval_set)
 
 
 def _tree_source(root: Path, prefix: str, form: str) -> Source:

@@ -47,6 +47,7 @@ def folder_manifest(
         "source": str(root.resolve()),
         "source_form": source.form,
         "source_description": source.description,
+        "eval_set": source.eval_set,
         "classes": [{"index": i, "wnid": w, "name": source.names.get(w, w)} for i, w in enumerate(source.wnids)],
         # as the shard writer: an empty class keeps its index and is listed (it warns when writing)
         "empty_classes": {split: [{"index": cls_of[w], "wnid": w} for w in ws]
@@ -66,7 +67,7 @@ def folder_manifest(
         manifest[split] = {"inputs": len(pairs), "samples": len(pairs),
                            "shards": [{"name": f"{split}-files-{i:06d}", "count": g.count} for i, g in enumerate(groups[split])],
                            "rejected": [], "repaired": []}
-    train = source.splits["train"]
+    train = source.splits.get("train", [])  # an ImageNetV2 folder is a test set: no training split
     if train and stats_files > 0:
         rng = random.Random(seed)
         sample = rng.sample(train, min(stats_files, len(train)))

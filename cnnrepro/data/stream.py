@@ -20,6 +20,7 @@ twice). Ranks may run different numbers of batches; evaluation has no per-step c
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
-
 
 from .remote import CorruptSampleError, ShardStream, is_remote
 
@@ -141,8 +141,9 @@ def _remote_tar_samples(shard: "ShardInfo"):
         s.close()
 
 
-def _samples(shard: "ShardInfo"):
-    """(key, jpg bytes, class index) of each sample of one tar shard, in order."""
+def _samples(shard: "ShardInfo", meta: bool = False):
+    """(key, jpg bytes, class index) of each sample of one tar shard, in order; with ``meta``, also
+    the source path the shard writer stored in the sample's ``.json`` (None if it has none)."""
     url = shard.url
     if is_remote(url):
         source = _remote_tar_samples(shard)
@@ -152,7 +153,10 @@ def _samples(shard: "ShardInfo"):
         source = wds.tarfile_samples([{"url": url}])
     for s in source:
         try:
-            yield s["__key__"], s["jpg"], int(s["cls"])
+            if meta:
+                yield s["__key__"], s["jpg"], int(s["cls"]), _source_path(s)
+            else:
+                yield s["__key__"], s["jpg"], int(s["cls"])
         except KeyError as e:
             raise CorruptSampleError(
                 f"sample {s.get('__key__')} in {url} has no {e} member: the shard is damaged; {REWRITE}"
@@ -164,10 +168,24 @@ def _samples(shard: "ShardInfo"):
             ) from None
 
 
-def _shard_samples(shard: ShardInfo):
-    """(key, image bytes, class index) of each sample of a shard or of a group of files, in order."""
+def _source_path(sample: dict) -> str | None:
+    """The input path the shard writer put in a sample's ``.json`` (shards.py), parsed only when asked:
+    the training stream never pays for it."""
+    raw = sample.get("json")
+    if raw is None:
+        return None
+    try:
+        path = json.loads(raw).get("path")
+    except (ValueError, AttributeError):
+        return None
+    return path if isinstance(path, str) else None
+
+
+def _shard_samples(shard: ShardInfo, meta: bool = False):
+    """(key, image bytes, class index) of each sample of a shard or of a group of files, in order;
+    with ``meta``, also its source path (``_samples``; a file's own path)."""
     if not shard.files:
-        yield from _samples(shard)
+        yield from _samples(shard, meta)
         return
     from .ilsvrc import read_item
 
@@ -179,13 +197,13 @@ def _shard_samples(shard: ShardInfo):
                 f"{os.path.join(shard.url, item.file)} cannot be read ({e}): replace or remove it "
                 f"(`cnnrepro shards` converts a tree and lists every unreadable file)"
             ) from None
-        yield item.path, data, label
+        yield (item.path, data, label, item.path) if meta else (item.path, data, label)
 
 
-def _counted(shard: ShardInfo):
+def _counted(shard: ShardInfo, meta: bool = False):
     """The samples of a shard, checked against the manifest's count as they stream."""
     n = 0
-    for s in _shard_samples(shard):
+    for s in _shard_samples(shard, meta):
         n += 1
         if n > shard.count:
             raise CorruptSampleError(f"{shard.url} holds more than the {shard.count} samples the manifest says: "
@@ -324,12 +342,15 @@ class EvalStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        sources: bool = False,
     ):
         self.shards = list(shards)
         self.batch_size = batch_size
         self.transform = transform
         self.rank, self.world_size = rank, world_size
         self.num_workers = num_workers
+        # --data.real_labels (data/real.py): each batch also carries its images' ILSVRC2012_val_ numbers
+        self.sources = sources
         self.total = sum(s.count for s in shards)
         self.rank_range = split_range(0, self.total, world_size, rank)
 
@@ -348,24 +369,33 @@ class EvalStream(IterableDataset):
         worker, num_workers = _worker()
         lo, hi = self.worker_range(worker, num_workers)
         start = 0
-        xs, ys, idx = [], [], []
+        xs, ys, idx, nums = [], [], [], []
+
+        def batch():
+            out = (self.collate(xs), torch.tensor(ys), torch.tensor(idx))
+            return (*out, torch.tensor(nums)) if self.sources else out
+
+        if self.sources:
+            from .real import val_number
         for shard in self.shards:
             end = start + shard.count
             if end > lo and start < hi:
                 i = start
                 # counted: a worker whose range reaches the shard's end reads it to the end, so a
                 # sample too many (which would take the index of the next shard's first) is seen
-                for key, data, label in _counted(shard):
+                for key, data, label, *src in _counted(shard, self.sources):
                     if i >= hi:
                         break
                     if i >= lo:
+                        if self.sources:  # before the decode: a sample ReaL cannot label stops the run
+                            nums.append(val_number(src[0], f"sample {key} in {shard.url}"))
                         xs.append(_decode(self.transform, shard.url, key, data, None))
                         ys.append(label)
                         idx.append(i)
                         if len(xs) == self.batch_size:
-                            yield self.collate(xs), torch.tensor(ys), torch.tensor(idx)
-                            xs, ys, idx = [], [], []
+                            yield batch()
+                            xs, ys, idx, nums = [], [], [], []
                     i += 1
             start = end
         if xs:
-            yield self.collate(xs), torch.tensor(ys), torch.tensor(idx)
+            yield batch()

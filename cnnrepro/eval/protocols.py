@@ -412,15 +412,18 @@ class Protocol:
     combine: str = "softmax"  # "softmax": mean posterior; "logits": mean logits (fb.resnet.torch)
     _fc_cache: tuple | None = field(default=None, repr=False)
 
-    def stream(self, shards, *, batch_size: int, rank: int, world_size: int, num_workers: int) -> EvalStream:
+    def stream(self, shards, *, batch_size: int, rank: int, world_size: int, num_workers: int,
+               sources: bool = False) -> EvalStream:
+        """The views of each image, read exactly once; ``sources``: batches also carry each image's
+        ILSVRC2012_val_ number (``--data.real_labels``, data/real.py)."""
         self.max_batch = max(batch_size, 1)
         if self.name in WHOLE_IMAGE:
             # whole images of different sizes: one image per batch
             return DenseStream(shards, batch_size=1, transform=self.transform, rank=rank,
-                               world_size=world_size, num_workers=num_workers)
+                               world_size=world_size, num_workers=num_workers, sources=sources)
         # keep about `batch_size` views per device forward: images per batch = batch_size // views
         return EvalStream(shards, batch_size=max(1, batch_size // self.views), transform=self.transform,
-                          rank=rank, world_size=world_size, num_workers=num_workers)
+                          rank=rank, world_size=world_size, num_workers=num_workers, sources=sources)
 
     def fully_conv(self, model: nn.Module) -> nn.Module:
         """``model.to_fully_conv()`` (VGG Sec. 3.2), rebuilt whenever the weights change."""
@@ -597,7 +600,8 @@ class ProtocolSet:
     protocols: list[Protocol]
     name: str = "all"
 
-    def stream(self, shards, *, batch_size: int, rank: int, world_size: int, num_workers: int) -> EvalStream:
+    def stream(self, shards, *, batch_size: int, rank: int, world_size: int, num_workers: int,
+               sources: bool = False) -> EvalStream:
         for p in self.protocols:
             p.max_batch = max(batch_size, 1)
         whole = [p.name in WHOLE_IMAGE for p in self.protocols]
@@ -605,7 +609,7 @@ class ProtocolSet:
         images = 1 if any(whole) else max(1, batch_size // max(p.views for p in self.protocols))
         return ProtocolSetStream(shards, whole=whole, batch_size=images,
                                  transform=ProtocolSetViews([p.transform for p in self.protocols]),
-                                 rank=rank, world_size=world_size, num_workers=num_workers)
+                                 rank=rank, world_size=world_size, num_workers=num_workers, sources=sources)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: list) -> list[torch.Tensor]:

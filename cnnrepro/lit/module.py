@@ -13,13 +13,14 @@ import sys
 from typing import Literal
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EMAWeightAveraging
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.callbacks import EMAWeightAveraging
 from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from cnnrepro.data.real import real_hits
 from cnnrepro.models import create_model
 
 from .batch import check_resume_layout, resolve_batch
@@ -125,6 +126,11 @@ class ClassifierModule(pl.LightningModule):
         self.val_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=k5, average="micro")
         self.val_loss = MeanMetric()
         self.val_samples = SumMetric()
+        # --data.real_labels (data/real.py): ReaL-correct top-1 predictions and images with a ReaL label;
+        # sums, reduced across DDP ranks like the counts above
+        self.val_real_correct = SumMetric()
+        self.val_real_samples = SumMetric()
+        self.real_table: torch.Tensor | None = None  # RealLabels.table while validate/test scores ReaL
         self.train_top1 = MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro")
         self.last_val: dict[str, float] = {}
         self.best_val: dict[str, float] = {}
@@ -200,10 +206,24 @@ class ClassifierModule(pl.LightningModule):
         self.protocol_metrics = nn.ModuleList(nn.ModuleDict({
             "top1": MulticlassAccuracy(num_classes=self.hparams.num_classes, top_k=1, average="micro"),
             "top5": MulticlassAccuracy(num_classes=self.hparams.num_classes, top_k=k5, average="micro"),
-            "loss": MeanMetric(), "samples": SumMetric()}) for _ in range(n))
+            "loss": MeanMetric(), "samples": SumMetric(), "real_correct": SumMetric(),
+            "real_samples": SumMetric()}) for _ in range(n))
+
+    def _real_update(self, correct: SumMetric, samples: SumMetric, logits: torch.Tensor, nums: torch.Tensor) -> None:
+        """ReaL top-1 (Beyer et al. 2020): the protocol's top-1 prediction is correct when it is one of
+        the ReaL labels of its image (``nums``: ILSVRC2012_val_ numbers, 1-based); images with no ReaL
+        label are not counted (the reassessed-imagenet README: "should not be included in the evaluation")."""
+        if self.real_table.device != logits.device:
+            self.real_table = self.real_table.to(logits.device)
+        hits, labelled = real_hits(self.real_table, logits, nums)
+        correct.update(hits)
+        samples.update(labelled)
 
     def _eval_step(self, batch):
-        x, y, _idx = batch
+        x, y, _idx, *nums = batch  # nums: the images' ILSVRC2012_val_ numbers with --data.real_labels
+        real = self.real_table is not None
+        if real and not nums:
+            raise RuntimeError("--data.real_labels is set but the batches carry no ILSVRC2012_val_ numbers")
         if len(self.protocol_metrics):
             # `--protocol all`: each protocol's views of the same images, each ranked and counted apart
             for m, logits in zip(self.protocol_metrics, self.eval_protocol.predict(self.model, x)):
@@ -211,6 +231,8 @@ class ClassifierModule(pl.LightningModule):
                 m["top1"].update(logits, y)
                 m["top5"].update(logits, y)
                 m["samples"].update(torch.tensor(float(y.numel()), device=y.device))
+                if real:
+                    self._real_update(m["real_correct"], m["real_samples"], logits, nums[0])
             return
         if self.eval_protocol is not None:
             # `cnnrepro validate --protocol`: log class scores combined over the protocol's views
@@ -223,6 +245,8 @@ class ClassifierModule(pl.LightningModule):
         self.val_top1.update(logits, y)
         self.val_top5.update(logits, y)
         self.val_samples.update(torch.tensor(float(y.numel()), device=y.device))
+        if real:
+            self._real_update(self.val_real_correct, self.val_real_samples, logits, nums[0])
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch)
@@ -235,7 +259,7 @@ class ClassifierModule(pl.LightningModule):
         for i, (m, p) in enumerate(zip(self.protocol_metrics, self.eval_protocol.protocols)):
             res = {"top1": 100.0 * m["top1"].compute().item(), "top5": 100.0 * m["top5"].compute().item(),
                    "loss": m["loss"].compute().item(), "samples": int(m["samples"].compute().item()),
-                   "epoch": self.current_epoch}
+                   "epoch": self.current_epoch, **self._real_result(m["real_correct"], m["real_samples"])}
             for metric in m.values():
                 metric.reset()
             results.append(res)
@@ -247,6 +271,13 @@ class ClassifierModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.last_val_protocols = results
 
+    def _real_result(self, correct: SumMetric, samples: SumMetric) -> dict:
+        """{real_top1, real_samples} of ReaL's sums (reduced across ranks), or {} without ReaL."""
+        if self.real_table is None:
+            return {}
+        n = int(samples.compute().item())
+        return {"real_top1": 100.0 * correct.compute().item() / n if n else None, "real_samples": n}
+
     def _eval_epoch_end(self, prefix: str):
         if len(self.protocol_metrics):
             return self._protocol_set_epoch_end(prefix)
@@ -257,14 +288,17 @@ class ClassifierModule(pl.LightningModule):
             "top5": top5,
             "loss": self.val_loss.compute().item(),
             "samples": int(self.val_samples.compute().item()),
+            **self._real_result(self.val_real_correct, self.val_real_samples),
         }
-        for m in (self.val_top1, self.val_top5, self.val_loss, self.val_samples):
+        for m in (self.val_top1, self.val_top5, self.val_loss, self.val_samples, self.val_real_correct,
+                  self.val_real_samples):
             m.reset()
         if self.trainer.sanity_checking:
             return
         self.log_dict(
             {f"{prefix}/top1": top1, f"{prefix}/top5": top5, f"{prefix}/top1_err": 100.0 - top1,
-             f"{prefix}/loss": res["loss"]},
+             f"{prefix}/loss": res["loss"],
+             **({f"{prefix}/real_top1": res["real_top1"]} if res.get("real_top1") is not None else {})},
             sync_dist=False,  # already reduced across ranks by torchmetrics
         )
         res["epoch"] = self.current_epoch
@@ -289,6 +323,9 @@ class ClassifierModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         t = self._trainer
         dm = getattr(t, "datamodule", None) if t is not None else None
+        # validate/test --data.real_labels: the DataModule has checked real.json and the data (data/real.py)
+        real = getattr(dm, "real", None) if stage in ("validate", "test") else None
+        self.real_table = None if real is None else real.table
         if stage != "fit" or dm is None:
             return
 
@@ -365,7 +402,7 @@ class ClassifierModule(pl.LightningModule):
         t = self._trainer
         if t is None:
             raise RuntimeError("step-based lr schedules need the trainer (steps per epoch): call via Trainer.fit")
-        t.estimated_stepping_batches  # noqa: B018  (sets up the train loader, so num_training_batches is known)
+        t.estimated_stepping_batches
         return max(1, -(-int(t.num_training_batches) // t.accumulate_grad_batches))
 
     def configure_callbacks(self):

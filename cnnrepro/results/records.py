@@ -39,6 +39,7 @@ _TYPES = {
     "hardware": (dict,), "protocol_params": (dict, type(None)), "arch_kwargs": (dict, type(None)),
     "samples_expected": (int, type(None)), "split": (str, type(None)), "command": (str, type(None)),
     "seed": (int, type(None)), "attempts": (list, type(None)), "weights": (dict, type(None)),
+    "real_top1": (*_NUM, type(None)), "real_samples": (int, type(None)), "real_labels": (dict, type(None)),
 }
 
 
@@ -128,6 +129,11 @@ class RunRecord:
     # model settings in which ckpt_path differs from the run's: [{key, checkpoint, used, from}]
     ckpt_hparams_overridden: list = field(default_factory=list)
     seed: int | None = None
+    # --data.real_labels (data/real.py): top-1 accuracy (%) against the ReaL labels over the
+    # real_samples images that have at least one, and real.json's {path, sha256, images_labelled, source}
+    real_top1: float | None = None
+    real_samples: int | None = None
+    real_labels: dict | None = None
     val_loss: float | None = None
     best: dict = field(default_factory=dict)
     global_step: int | None = None
@@ -147,7 +153,7 @@ class RunRecord:
 
     _ORDER = ("model", "recipe", "recipe_chain", "recipe_sha256", "git_commit", "command", "data", "split",
               "num_classes", "arch_kwargs", "samples", "samples_expected", "protocol", "protocol_params",
-              "ckpt_path", "weights", "ckpt_hparams_overridden", "seed", "top1", "top5", "val_loss", "best", "epochs", "global_step", "global_batch",
+              "ckpt_path", "weights", "ckpt_hparams_overridden", "seed", "top1", "top5", "real_top1", "real_samples", "real_labels", "val_loss", "best", "epochs", "global_step", "global_batch",
               "batch_plan", "wall_seconds", "hardware", "throughput", "fast_paths", "run_dir", "wandb_id",
               "wandb_mode", "wandb_project", "wandb_entity", "attempts", "wall_seconds_attempt")
 
@@ -161,6 +167,8 @@ class RunRecord:
                "record/top5_err": round(100 - self.top5, 4), "record/samples": self.samples,
                "record/protocol": self.protocol, "record/epochs": self.epochs,
                "record/wall_seconds": self.wall_seconds}
+        if self.real_top1 is not None:
+            out.update({"record/real_top1": self.real_top1, "record/real_samples": self.real_samples})
         out.update({f"record/throughput/{k}": v for k, v in (self.throughput or {}).items()})
         return out
 
@@ -225,6 +233,9 @@ def build_record(trainer, module, datamodule, *, run, command: str, recipe_files
         seed=seed,
         top1=round(val["top1"], 4),
         top5=round(val["top5"], 4),
+        real_top1=None if val.get("real_top1") is None else round(val["real_top1"], 4),
+        real_samples=val.get("real_samples"),
+        real_labels=dm.real.record() if getattr(dm, "real", None) is not None else None,
         val_loss=round(val["loss"], 6),
         best={k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.best_val.items()},
         epochs=m.epochs_trained() if command == "fit" else m.ckpt_epochs,

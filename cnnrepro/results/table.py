@@ -7,7 +7,12 @@ set) under the same protocol on the same data, and the reproduced error (mean ±
 the runs of the recipe, one per trained checkpoint, n beside it), then the reproduction's
 difference from the paper and the cost of the runs. Runs that evaluated different numbers of
 images are never averaged, and released weights sit beside a reproduction only when both
-evaluated the same number of images.
+evaluated the same number of images. Where records have them, ReaL top-1 (``real_top1``:
+--data.real_labels, data/real.py) and ImageNetV2 top-1 (records whose split is an ``imagenetv2-*``
+set, data/ilsvrc.py) are extra columns of the same row: ReaL from the row's own records, V2 from the
+records of the same model source (the same weights file; the same recipe's runs) under the same
+protocol and variant. A V2 record never makes an ILSVRC row or fills its columns; with no row to
+join it gets a row of its own.
 
 A reproduced number is set beside a paper number only when both are on the same evaluation set
 with the same protocol and protocol settings (the paper entry's ``params``, e.g. VGG's test scales
@@ -231,8 +236,55 @@ def _samples(runs: list[dict]) -> list[int]:
     return sorted({r.get("samples") for r in runs})
 
 
+def is_v2(rec: dict) -> bool:
+    """A record of an ImageNetV2 test set (data/ilsvrc.py names the split after its set)."""
+    return str(rec.get("split") or "").startswith("imagenetv2-")
+
+
+def _extra_cells(runs: list[dict], released: dict | None, v2_runs: list[dict], v2_released: dict | None,
+                 v2_set: str) -> tuple[dict, list[str]]:
+    """The ReaL and ImageNetV2 cells of a row (errors in %, as the other columns) and notes.
+
+    ReaL: the row's own records (``real_top1`` over ``real_samples`` images with a ReaL label).
+    V2: records of the same model source (recipe's runs / the same weights file) on ``v2_set``."""
+    notes = []
+    reals = [r for r in runs if r.get("real_top1") is not None]
+    if reals and len(reals) < len(runs):
+        notes.append(f"ReaL: {len(reals)} of {len(runs)} runs evaluated with --data.real_labels")
+    real_counts = sorted({r.get("real_samples") for r in reals})
+    real, real_std = (None, None) if len(real_counts) > 1 else _mean_std([100.0 - r["real_top1"] for r in reals])
+    if len(real_counts) > 1:
+        notes.append(f"ReaL: runs scored different numbers of images ({', '.join(map(str, real_counts))}): not averaged")
+    v2_counts = _samples(v2_runs)
+    v2, v2_std = (None, None) if len(v2_counts) > 1 else _mean_std([100.0 - r["top1"] for r in v2_runs])
+    if len(v2_counts) > 1:
+        notes.append(f"{v2_set}: runs evaluated different numbers of images ({', '.join(map(str, v2_counts))}): "
+                     f"not averaged")
+    wreal = (released or {}).get("real_top1")
+    cells = {
+        "weights_real_top1_err": None if wreal is None else 100.0 - wreal,
+        "weights_real_images": None if wreal is None else released.get("real_samples"),
+        "real_top1_err": real,
+        "real_top1_err_std": real_std,
+        "real_runs": len(reals),
+        "real_images": ",".join(map(str, real_counts)) if len(real_counts) > 1 else (real_counts[0] if real_counts
+                                                                                      else None),
+        "v2_set": v2_set if (v2_runs or v2_released) else "",
+        "weights_v2_top1_err": None if v2_released is None else 100.0 - v2_released["top1"],
+        "weights_v2_images": None if v2_released is None else v2_released.get("samples"),
+        "v2_top1_err": v2,
+        "v2_top1_err_std": v2_std,
+        "v2_runs": len(v2_runs),
+        "v2_images": ",".join(map(str, v2_counts)) if len(v2_counts) > 1 else (v2_counts[0] if v2_counts else None),
+        "v2_records": ";".join(str(r.get("record_path", "")) for r in
+                               [*v2_runs, *([v2_released] if v2_released else [])]),
+    }
+    return cells, notes
+
+
 def _row(model: str, split: str, protocol: str, params: dict, entry: dict | None, note: str, runs: list[dict],
-         num_classes: int, with_costs: bool, released: dict | None = None) -> dict:
+         num_classes: int, with_costs: bool, released: dict | None = None, v2_runs: list[dict] = (),
+         v2_released: dict | None = None, v2_set: str = "") -> dict:
     """One table row: the paper's number, the released weights' (``released``, one record) and the
     reproduction's (``runs``: mean ± std over them), each with its image count."""
     notes = [note]
@@ -256,6 +308,8 @@ def _row(model: str, split: str, protocol: str, params: dict, entry: dict | None
         notes.append(f"WARNING: a run evaluated {short[0]} images, not the whole split")
     last = runs[-1] if runs else (released or {})
     w = (released or {}).get("weights") or {}
+    extra, extra_notes = _extra_cells(runs, released, list(v2_runs), v2_released, v2_set)
+    notes += extra_notes
     return {
         "model": model,
         "data": split,
@@ -273,6 +327,7 @@ def _row(model: str, split: str, protocol: str, params: dict, entry: dict | None
         "top5_err_std": t5s,
         "diff_top1_err": (t1 - p1) if (t1 is not None and p1 is not None) else None,
         "diff_top5_err": (t5 - p5) if (t5 is not None and p5 is not None) else None,
+        **extra,
         "runs": len(runs),
         "seeds": ",".join(str(r.get("seed")) for r in runs if r.get("seed") is not None),
         "images": ",".join(map(str, counts)) if len(counts) > 1 else (counts[0] if counts else None),
@@ -301,7 +356,13 @@ def table_rows(records: list[dict], paper: dict, *, paper_rows: bool = False, wi
     """
     rows, matched = [], set()
     by_row: dict[tuple, tuple[list, list]] = {}
+    # ImageNetV2 records never make a row of their own beside ILSVRC rows: their top-1 joins the V2
+    # columns of the row of the same model, protocol, variant and model source (_v2_for)
+    v2_groups = [g for g in group_records(records) if is_v2(g[-1])]
+    v2_used: set[int] = set()
     for runs in group_records(records):
+        if is_v2(runs[-1]):
+            continue
         repro, released = by_row.setdefault(_row_key(runs[-1]), ([], []))
         (released.extend(runs) if _is_weights(runs[-1]) else repro.append(runs))
     for repro, released in by_row.values():
@@ -318,9 +379,21 @@ def table_rows(records: list[dict], paper: dict, *, paper_rows: bool = False, wi
             pairs += [(runs, w) for w in beside] or [(runs, None)]
         pairs += [([], w) for w in released if id(w) not in placed]
         for runs, w in pairs:
-            rows.append(_row(r0["model"], r0.get("split", r0.get("data")), r0["protocol"],
-                             r0.get("protocol_params") or {}, entry, note, runs, int(r0.get("num_classes") or 1000),
-                             with_costs, released=w))
+            sets = _v2_for(r0, runs, w, v2_groups, v2_used)
+            for v2_set, (v2_runs, v2_w) in (sets.items() if sets else [("", ([], None))]):
+                rows.append(_row(r0["model"], r0.get("split", r0.get("data")), r0["protocol"],
+                                 r0.get("protocol_params") or {}, entry, note, runs,
+                                 int(r0.get("num_classes") or 1000), with_costs, released=w, v2_runs=v2_runs,
+                                 v2_released=v2_w, v2_set=v2_set))
+    for g in v2_groups:  # V2 records with no ILSVRC row of their model source: a row of their own, V2 columns only
+        for r in g:
+            if id(r) in v2_used:
+                continue
+            weights = _is_weights(r)
+            rows.append(_row(r["model"], r["split"], r["protocol"], r.get("protocol_params") or {}, None,
+                             f"{r['split']} only: no ILSVRC-2012 val record of this model source, protocol and "
+                             f"variant to sit beside", [], int(r.get("num_classes") or 1000), with_costs,
+                             v2_runs=[] if weights else [r], v2_released=r if weights else None, v2_set=r["split"]))
     if paper_rows:
         for model, spec in paper.items():
             for e in spec.get("entries", []):
@@ -337,6 +410,32 @@ def table_rows(records: list[dict], paper: dict, *, paper_rows: bool = False, wi
     # paper order (results/paper_numbers.yaml), reproduced rows first within a model, then the paper's own order
     rows.sort(key=lambda r: (order.get(r["model"], len(order)), r["model"]))
     return rows
+
+
+def _v2_for(r0: dict, runs: list[dict], released: dict | None, v2_groups: list[list[dict]],
+            used: set[int]) -> dict[str, tuple[list[dict], dict | None]]:
+    """{ImageNetV2 set: (records of the reproduction ``runs``' recipe, the record of the same weights
+    file as ``released``)} under the row's model, protocol with settings and variant."""
+    out: dict[str, tuple[list[dict], dict | None]] = {}
+    same = (r0["model"], r0["protocol"], json.dumps(r0.get("protocol_params") or {}, sort_keys=True),
+            json.dumps(r0.get("arch_kwargs") or {}, sort_keys=True))
+    recipe = (runs[-1].get("recipe_sha256") or runs[-1].get("recipe")) if runs else None
+    for g in v2_groups:
+        last = g[-1]
+        if (last["model"], last["protocol"], json.dumps(last.get("protocol_params") or {}, sort_keys=True),
+                json.dumps(last.get("arch_kwargs") or {}, sort_keys=True)) != same:
+            continue
+        v2_runs, v2_w = out.get(last["split"], ([], None))
+        if _is_weights(last):
+            if released is not None and _weights_id(last) == _weights_id(released):
+                v2_w = last
+                used.add(id(last))
+        elif runs and (last.get("recipe_sha256") or last.get("recipe")) == recipe:
+            v2_runs = v2_runs + g
+            used.update(id(r) for r in g)
+        if v2_runs or v2_w is not None:
+            out[last["split"]] = (v2_runs, v2_w)
+    return out
 
 
 def _implemented() -> tuple[str, ...]:
@@ -360,31 +459,48 @@ COLUMNS_NOTE = (
     "Three numbers per paper row and protocol, each with its image count: the paper's (paper), the released "
     "weights' evaluated by cnnrepro under that protocol on the same data (weights, source in the `released "
     "weights` column), and this project's reproduction (repro: mean ± sample std over n runs of one recipe, "
-    "no ± when n=1); Δ = repro - paper. Errors in %; GMACs = multiply-accumulates per image at the paper's "
-    "input size."
+    "no ± when n=1); Δ = repro - paper. Where records have them, ReaL (top-1 error against the reassessed "
+    "labels of Beyer et al. 2020, over the val images with at least one ReaL label) and ImageNetV2 (top-1 error "
+    "on the named V2 test set, same model source and protocol) follow for the weights and the reproduction, with "
+    "their image counts. Errors in %; GMACs = multiply-accumulates per image at the paper's input size."
 )
 
 
 def render_markdown(rows: list[dict], paper: dict | None = None) -> str:
+    # the ReaL and ImageNetV2 columns only when a record has them (most tables have neither)
+    real = any(r.get("weights_real_top1_err") is not None or r.get("real_runs") for r in rows)
+    v2 = any(r.get("v2_set") for r in rows)
+    extra_head = ((" | weights ReaL top-1 err | weights ReaL images | repro ReaL top-1 err | repro ReaL images"
+                   if real else "")
+                  + (" | V2 set | weights V2 top-1 err | weights V2 images | repro V2 top-1 err | V2 n | repro V2 images"
+                     if v2 else ""))
     head = (
         "| model | data | protocol | paper top-1 err | paper top-5 err | paper images "
         "| weights top-1 err | weights top-5 err | weights images "
-        "| repro top-1 err | repro top-5 err | n | repro images | Δ top-1 | Δ top-5 "
-        "| epochs | GPU-h | params (M) | GMACs | released weights | commit | recipe | W&B | source / note |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|---|\n"
+        "| repro top-1 err | repro top-5 err | n | repro images | Δ top-1 | Δ top-5" + extra_head +
+        " | epochs | GPU-h | params (M) | GMACs | released weights | commit | recipe | W&B | source / note |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:" + "|---:" * (4 * real)
+        + ("|---" + "|---:" * 5 if v2 else "") + "|---:|---:|---:|---:|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         gpu = "" if not r["runs"] else ("—" if r["gpu_hours"] is None else f"{r['gpu_hours']:.1f}")
         src = "; ".join(filter(None, [r["paper_source"], r["note"]]))
+        extra = ""
+        if real:
+            extra += (f" | {_fmt(r['weights_real_top1_err'])} | {r['weights_real_images'] or ''} "
+                      f"| {_pm(r['real_top1_err'], r['real_top1_err_std'])} | {r['real_images'] or ''}")
+        if v2:
+            extra += (f" | {r['v2_set']} | {_fmt(r['weights_v2_top1_err'])} | {r['weights_v2_images'] or ''} "
+                      f"| {_pm(r['v2_top1_err'], r['v2_top1_err_std'])} | {r['v2_runs'] or ''} | {r['v2_images'] or ''}")
         lines.append(
             f"| {r['model']} | {r['data']} | {r['protocol']} | {_fmt(r['paper_top1_err'])} | {_fmt(r['paper_top5_err'])} "
             f"| {r['paper_images'] or ''} | {_fmt(r['weights_top1_err'])} | {_fmt(r['weights_top5_err'])} "
             f"| {r['weights_images'] or ''} "
             f"| {_pm(r['top1_err'], r['top1_err_std'])} | {_pm(r['top5_err'], r['top5_err_std'])} "
-            f"| {r['runs'] or ''} | {r['images'] or ''} | {_fmt(r['diff_top1_err'])} | {_fmt(r['diff_top5_err'])} "
-            f"| {r['epochs']} | {gpu} | {_fmt(r['params_m'])} | {_fmt(r['gmacs'], 3)} | {r['weights']} | {r['commit']} "
-            f"| {r['recipe']} | {r['wandb']} | {src} |"
+            f"| {r['runs'] or ''} | {r['images'] or ''} | {_fmt(r['diff_top1_err'])} | {_fmt(r['diff_top5_err'])}"
+            f"{extra} | {r['epochs']} | {gpu} | {_fmt(r['params_m'])} | {_fmt(r['gmacs'], 3)} | {r['weights']} "
+            f"| {r['commit']} | {r['recipe']} | {r['wandb']} | {src} |"
         )
     out = head + "\n".join(lines) + "\n"
     if paper is not None:
