@@ -199,20 +199,22 @@ class ImageNetDataModule(pl.LightningDataModule):
         self.eval_transform = (self.train_transform if train_transform == "mnist"
                                else CenterCrop(resize=resize, crop=crop))
         stats = self.manifest.get("rgb_stats", {})
-        if mean is None:
-            # DEVIATION(AlexNet): Sec. 2 subtracts "the mean activity over the training set from
-            # each pixel", which may mean a per-pixel mean image; we subtract the per-channel mean.
-            # Under random crops the mean image is nearly flat, so the two differ little.
-            if "mean" not in stats:
-                what = ("_info.json (no manifest.json) holds no RGB statistics"
-                        if self.manifest.get("format") == "timm-info" else "manifest.json has no rgb_stats")
-                if self.manifest.get("eval_set"):
-                    what = f"{self.manifest['eval_set']} is a test set with no training images to take a mean from"
-                raise DataConfigError(f"{self.root}: {what}: pass --data.mean (the mean RGB the weights were "
-                                      f"trained with: the training manifest's rgb_stats.mean)")
-            mean = stats["mean"]
-        self.normalize = BatchNormalize(
-            mean=mean,
+        # a test set without training images (ImageNetV2), or timm's _info.json, has no mean to take:
+        # the error is raised at setup, so that `--weights` (whose own mean/std replace this
+        # normalisation, lit/cli.py) needs no --data.mean
+        self._no_mean: DataConfigError | None = None
+        if mean is None and "mean" not in stats:
+            what = ("_info.json (no manifest.json) holds no RGB statistics"
+                    if self.manifest.get("format") == "timm-info" else "manifest.json has no rgb_stats")
+            if self.manifest.get("eval_set"):
+                what = f"{self.manifest['eval_set']} is a test set with no training images to take a mean from"
+            self._no_mean = DataConfigError(f"{self.root}: {what}: pass --data.mean (the mean RGB the weights were "
+                                            f"trained with: the training manifest's rgb_stats.mean)")
+        # DEVIATION(AlexNet): Sec. 2 subtracts "the mean activity over the training set from
+        # each pixel", which may mean a per-pixel mean image; we subtract the per-channel mean.
+        # Under random crops the mean image is nearly flat, so the two differ little.
+        self.normalize = None if self._no_mean else BatchNormalize(
+            mean=stats["mean"] if mean is None else mean,
             std=std or [1.0, 1.0, 1.0],
             lighting_std=lighting_std,
             eigval=stats.get("eigval"),
@@ -245,9 +247,16 @@ class ImageNetDataModule(pl.LightningDataModule):
                                   f"--data.root {self.data_name}: {why}; drop --data.real_labels for this data")
         return load_real_labels(path)  # a RealLabelsError is a UserError: one line
 
+    def check_normalize(self) -> None:
+        """Refuse (one line) data with no mean to subtract: no --data.mean, none in the data, and no
+        --weights whose own mean/std replaced the normalisation."""
+        if self.normalize is None:
+            raise self._no_mean
+
     def setup(self, stage: str) -> None:
         """Check the shards before the first step (on every rank): every shard this stage reads has
         its manifest size, and the validation shards their sha256 (cached once verified, data/verify.py)."""
+        self.check_normalize()
         if stage == "fit" and "train" not in self.manifest:
             what = self.manifest.get("eval_set") or "this data"
             raise DataConfigError(f"--data.root {self.data_name}: {what} has no training split, only a test set: "

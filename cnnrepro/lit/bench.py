@@ -38,6 +38,7 @@ __all__ = ["bench_train", "render"]
 def _batches(dm, n: int, device: torch.device) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
     """n training batches from the DataModule, normalised (train mode, lighting included), and the
     number of steps in one of the recipe's epochs."""
+    dm.check_normalize()
     loader = dm.train_dataloader()
     out = []
     while len(out) < n:

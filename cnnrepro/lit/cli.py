@@ -226,6 +226,10 @@ class CnnreproCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         arch = cfg.get("model", {}).get("arch") if cfg.get("model") is not None else None
+        if self.subcommand == "fit" and cfg.get("data") is not None and cfg.get("data").get("real_labels"):
+            # refused before the run folder is made (the DataModule refuses it too, for Python callers)
+            raise UserError("--data.real_labels applies to `cnnrepro validate` and `cnnrepro test`; fit "
+                            "validates every epoch against the original labels")
         if arch is not None:
             from cnnrepro.models import list_models
 

@@ -67,8 +67,14 @@ def test_the_datamodule_names_the_v2_set_in_place_and_as_shards(v2, tmp_path):
     assert dm.split_name("val") == "imagenetv2-matched-frequency" and dm.num_classes == CLASSES
     with pytest.raises(DataConfigError, match="no training split"):
         dm.setup("fit")
+    # no mean to subtract: refused when the data is set up, unless --weights' own mean/std replaced it
+    dm = ImageNetDataModule(root=str(v2), batch_size=4, num_workers=0, resize=16, crop=16)
     with pytest.raises(DataConfigError, match="imagenetv2-matched-frequency is a test set.*--data.mean"):
-        ImageNetDataModule(root=str(v2), batch_size=4, num_workers=0, resize=16, crop=16)
+        dm.setup("validate")
+    from cnnrepro.lit.weights import WeightsNormalize
+
+    dm.normalize = WeightsNormalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # what lit/cli.py wires
+    dm.setup("validate")
 
     m = write_shards(v2, tmp_path / "shards", samples_per_shard=5, workers=1, progress=False)
     assert m["eval_set"] == "imagenetv2-matched-frequency" and m["val"]["samples"] == 2 * CLASSES

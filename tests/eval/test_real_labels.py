@@ -5,6 +5,7 @@ formula of the reassessed-imagenet README (`pred in real_labels[i] ... if real_l
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -14,6 +15,8 @@ from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
 from cnnrepro.eval import build_protocol
 from cnnrepro.eval.protocols import ProtocolSet
 from cnnrepro.lit.module import ClassifierModule
+
+REPO = Path(__file__).resolve().parents[2]
 
 # the ILSVRC2012_val_ numbers of the ten images, out of order, first and last included
 NUMBERS = [50_000, 17, 1, 4242, 3, 999, 25_000, 8, 31_337, 12]
@@ -130,3 +133,15 @@ def test_real_labels_refuse_data_that_is_not_ilsvrc_val(data, tmp_path):
                             real_labels=str(real))
     with pytest.raises(DataConfigError, match="validate"):
         dm.setup("fit")
+
+
+def test_fit_with_real_labels_is_refused_before_a_run_folder_is_made(tmp_path, monkeypatch, capsys):
+    from cnnrepro.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["fit", str(REPO / "recipes" / "alexnet.yaml"), "--data.root", str(tmp_path / "nothing"),
+                 "--data.real_labels", str(tmp_path / "real.json"), "--run.wandb", "disabled"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--data.real_labels applies to `cnnrepro validate`" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()
