@@ -109,10 +109,15 @@ def test_mobilenet_v1_width_multiplier():
 def _timm_mobilenetv1():
     torch.manual_seed(0)
     lib = timm.create_model("mobilenetv1_100").eval()
-    for mod in lib.modules():  # non-trivial BN statistics, so a mis-mapped tensor shows
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.1, 0.1)
-            mod.running_var.uniform_(0.5, 1.5)
+    with torch.no_grad():
+        for mod in lib.modules():  # non-trivial BN statistics, so a mis-mapped tensor shows
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                # BN shifts up to 3 take activations past 6, where ReLU6 and ReLU part, as trained
+                # weights do; at timm's init (shift 0) they hardly ever get there
+                mod.weight.uniform_(0.8, 1.2)
+                mod.bias.uniform_(0.0, 3.0)
     return lib
 
 
