@@ -42,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--sbatch-extra", action="append", default=[], metavar="KEY=VAL",
                    help="extra #SBATCH option, repeatable (e.g. exclude=node7)")
     g.add_argument("--logs", help="folder for submitit's sbatch script and logs (default <run folder>/slurm)")
-    p.add_argument("--wait", action="store_true", help="block until the job ends, then print its run record")
+    p.add_argument("--wait", action="store_true",
+                   help="block until the job (with --seeds: every task of the array) ends, print each run's "
+                        "record or the one-line error of the rank that died first; exit 1 if any run failed")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="N runs of the recipe as one SLURM job array, each in its own run folder, seeds S, S+1, "
                         "..., S+N-1 where S is --seed_everything (default: the recipe's); `cnnrepro table` "

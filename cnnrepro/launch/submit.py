@@ -42,7 +42,8 @@ from cnnrepro.lit.runs import next_run_dir
 from cnnrepro.recipes import recipe_chain
 
 __all__ = ["FitJob", "SubmitError", "build_submission", "submit", "load_cluster_config", "CLUSTER_KEYS",
-           "CONFIG_ENV", "DEFAULT_CONFIG", "build_array_submission", "submit_array", "seed_list"]
+           "CONFIG_ENV", "DEFAULT_CONFIG", "build_array_submission", "submit_array", "seed_list", "wait_for",
+           "wait_for_all"]
 
 DEFAULT_CONFIG = Path("~/.config/cnnrepro/slurm.yaml")
 CONFIG_ENV = "CNNREPRO_SLURM_CONFIG"
@@ -268,41 +269,94 @@ def build_submission(a: Namespace, overrides: list[str]):
     return params, FitJob(fit_args, str(folder)), folder, logs, a.wait
 
 
-def _submit_or_clean_up(executor: submitit.SlurmExecutor, job_fn: FitJob, folder: Path) -> submitit.Job:
-    """``executor.submit``; when sbatch refuses the job, remove the run folder made for it (nothing ran
-    in it) and raise sbatch's own reason as one line."""
+def _require_sbatch(folders: list[Path]) -> None:
+    if shutil.which("sbatch") is None:
+        for f in folders:
+            f.rmdir() if f.exists() and not any(f.iterdir()) else None
+        raise SubmitError("sbatch not found: `cnnrepro submit` needs a SLURM login node "
+                          "(on this machine: tests/launch/slurm-cluster.sh start)")
+
+
+def _files_under(folder: Path) -> set[Path] | None:
+    return set(folder.rglob("*")) if folder.exists() else None
+
+
+def _submit_or_clean_up(executor: submitit.SlurmExecutor, fits: list[FitJob], folders: list[Path],
+                        logs: Path) -> list[submitit.Job]:
+    """Submit one fit as a job, or several as one job array (submitit's ``batch``: one ``sbatch
+    --array``). When sbatch refuses, remove what this submission made (the run folders, where
+    nothing ran, and submitit's files in ``logs``) and raise sbatch's own reason as one line."""
+    before = _files_under(logs)  # an array's logs folder is shared with earlier arrays of the recipe
     err = io.StringIO()
     try:
         # submitit prints sbatch's stderr itself before raising it: keep it for the one-line message
         with contextlib.redirect_stderr(err):
-            return executor.submit(job_fn)
+            if len(fits) == 1:
+                return [executor.submit(fits[0])]
+            with executor.batch():
+                jobs = [executor.submit(f) for f in fits]
+            return jobs
     except (FailedJobError, OSError) as e:
-        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            shutil.rmtree(logs, ignore_errors=True)
+        else:
+            for f in sorted((_files_under(logs) or set()) - before, reverse=True):  # files before their folders
+                f.rmdir() if f.is_dir() else f.unlink(missing_ok=True)
+        for f in folders:
+            shutil.rmtree(f, ignore_errors=True)
         lines = [ln.strip() for ln in (str(e) or err.getvalue()).splitlines() if ln.strip()]
         reason = lines[-1] if lines else type(e).__name__
-        raise SubmitError(f"sbatch refused the job ({reason}); check the SLURM options "
+        what = "job" if len(fits) == 1 else f"job array of {len(fits)} runs"
+        removed = f"the run folder {folders[0]} was" if len(folders) == 1 else \
+            f"its run folders {', '.join(f.name for f in folders)} in {folders[0].parent} were"
+        raise SubmitError(f"sbatch refused the {what} ({reason}); check the SLURM options "
                           f"(--partition, --gpus-per-node / --tasks-per-node, --mem, --time, --sbatch-extra); "
-                          f"the run folder {folder} was removed") from None
+                          f"{removed} removed") from None
+
+
+def _seed(fit: FitJob) -> str | None:
+    a = fit.fit_args
+    return a[len(a) - 1 - a[::-1].index("--seed_everything") + 1] if "--seed_everything" in a else None
+
+
+def _announce(params: dict, jobs: list, fits: list[FitJob], folders: list[Path], seeds: bool) -> None:
+    """What was submitted and where to look: the one place that prints it, for a job and an array."""
+    layout = f"{params['nodes']} node(s) x {params['ntasks_per_node']} task(s)"
+    first = str(jobs[0].job_id)
+    job_id = first.split("_")[0]  # an array task's id is <array id>_<index>
+    if len(jobs) == 1:
+        print(f"submitted job {job_id}: {layout}")
+    else:
+        print(f"submitted job array {job_id}: {len(jobs)} run(s), each {layout}")
+    for job, fit, folder in zip(jobs, fits, folders):
+        (folder / "slurm_job_id.txt").write_text(f"{job.job_id}\n")
+        print(f"run folder: {folder}" + (f" (job {job.job_id}, seed {_seed(fit)})" if seeds else ""))
+    rank0 = jobs[0].task(0).paths.stdout
+    if len(jobs) == 1:
+        print(f"logs:       {rank0} (rank 0)")
+    else:
+        print(f"logs:       {rank0.parent}/{job_id}_<i>_0_log.out (rank 0 of run i)")
+    # -D: every attempt of a requeued job (plain `sacct -j` shows only its newest)
+    print(f"watch:      squeue -j {job_id}; sacct -D -j {job_id}; tail -f {rank0}")
+    sys.stdout.flush()
+
+
+def _submit_all(params: dict, fits: list[FitJob], folders: list[Path], logs: Path, wait: bool,
+                seeds: bool = False) -> int:
+    _require_sbatch(folders)
+    params = dict(params)
+    executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=params.pop("max_num_timeout"))
+    executor.update_parameters(**params)
+    jobs = _submit_or_clean_up(executor, fits, folders, logs)
+    _announce(params, jobs, fits, folders, seeds)
+    if not wait:
+        return 0
+    return wait_for_all(jobs, folders)
 
 
 def submit(params: dict, job_fn: FitJob, folder: Path, logs: Path, wait: bool) -> int:
     """Submit through submitit; with ``wait``, block until the job ends and print its record."""
-    if shutil.which("sbatch") is None:
-        folder.rmdir() if folder.exists() and not any(folder.iterdir()) else None
-        raise SubmitError("sbatch not found: `cnnrepro submit` needs a SLURM login node "
-                          "(on this machine: tests/launch/slurm-cluster.sh start)")
-    executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=params.pop("max_num_timeout"))
-    executor.update_parameters(**params)
-    job = _submit_or_clean_up(executor, job_fn, folder)
-    (folder / "slurm_job_id.txt").write_text(f"{job.job_id}\n")
-    print(f"submitted job {job.job_id}: {params['nodes']} node(s) x {params['ntasks_per_node']} task(s)")
-    print(f"run folder: {folder}")
-    print(f"logs:       {logs}/{job.job_id}_0_log.out (rank 0)")
-    print(f"watch:      squeue -j {job.job_id}; sacct -j {job.job_id}; tail -f {logs}/{job.job_id}_0_log.out")
-    sys.stdout.flush()
-    if not wait:
-        return 0
-    return wait_for(job, folder)
+    return _submit_all(params, [job_fn], [folder], logs, wait)
 
 
 # SLURM job states after which nothing more happens to the job. PREEMPTED and REQUEUED are not:
@@ -366,63 +420,97 @@ class _LogTail:
         return data[:end].decode(errors="replace").splitlines()
 
 
-def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
-    """Block until SLURM says the job ended; print its run record (0) or the dead rank's error (1)."""
-    polls = _Polls(cap=poll_cap_s)
-    # the batch script's stderr, shared with rank 0's (submitit's #SBATCH --error): srun's task-end lines
-    batch_err = _LogTail(Path(job.paths.folder) / f"{job.job_id}_0_log.err")
-    srun_lines: list[str] = []  # srun's task-end lines of the current attempt, first first
+class _Watch:
+    """One SLURM job (or one task of a job array) until it ends: its state, asked of SLURM on the
+    ``_Polls`` schedule, and srun's task-end lines from its batch script's stderr."""
 
-    def read_log() -> None:
-        nonlocal srun_lines, next_poll
-        for ln in batch_err.read():
+    def __init__(self, job, folder: Path, poll_cap_s: float):
+        self.job, self.folder = job, folder
+        self.polls = _Polls(cap=poll_cap_s)
+        # the batch script's stderr, shared with rank 0's (submitit's #SBATCH --error): srun's task-end lines
+        self.batch_err = _LogTail(Path(job.paths.folder) / f"{job.job_id}_0_log.err")
+        self.srun_lines: list[str] = []  # srun's task-end lines of the current attempt, first first
+        self.state = self.seen = None
+        self.next_poll = 0.0
+
+    def read_log(self) -> None:
+        for ln in self.batch_err.read():
             if _REQUEUED.search(ln):
-                srun_lines = []
+                self.srun_lines = []
             elif _SRUN_TASK_END.search(ln):
-                srun_lines.append(ln)
+                self.srun_lines.append(ln)
             else:
                 continue
-            polls.reset()  # a task ended or the job is requeued: SLURM's state changes next
-            next_poll = min(next_poll, time.monotonic())
+            self.polls.reset()  # a task ended or the job is requeued: SLURM's state changes next
+            self.next_poll = min(self.next_poll, time.monotonic())
 
-    state = seen = None
-    next_poll = 0.0
-    while True:
-        read_log()
-        if time.monotonic() >= next_poll:
-            state = slurm_state(str(job.job_id))
-            if state in _ENDED:
-                break
-            if state is None and seen is not None:
-                # gone from squeue (MinJobAge) on a cluster without accounting: ended, state unknown;
-                # the tasks' result files decide below
-                state = "ENDED" if _all_succeeded(job) else "ENDED (no result from every task)"
-                break
-            seen = seen or state
-            next_poll = time.monotonic() + polls.next()
-        time.sleep(min(1.0, max(0.0, next_poll - time.monotonic())))
-    read_log()
-    if state not in ("COMPLETED", "ENDED"):
-        print(f"cnnrepro: job {job.job_id} {state}: {_dead_rank_error(job, srun_lines)}", file=sys.stderr)
-        return 1
-    try:
-        results = job.results()  # every task's result file; job.result() refuses multi-task jobs
-    except Exception as e:  # noqa: BLE001 - a task that raised although the job completed
-        print(f"cnnrepro: job {job.job_id} COMPLETED but a task failed: {_last_line(str(e))}", file=sys.stderr)
-        return 1
-    rec = next((r for r in results if r), None)
-    if rec is None:
-        print(f"cnnrepro: job {job.job_id} ended without a run record in {folder}", file=sys.stderr)
-        return 1
-    print(json.dumps(rec, indent=1))
-    return 0
+    def ended(self) -> bool:
+        """Read the log, and ask SLURM when the next look is due; True once the job has ended."""
+        self.read_log()
+        if time.monotonic() < self.next_poll:
+            return False
+        state = slurm_state(str(self.job.job_id))
+        if state in _ENDED:
+            self.state = state
+            return True
+        if state is None and self.seen is not None:
+            # gone from squeue (MinJobAge) on a cluster without accounting: ended, state unknown;
+            # the tasks' result files decide
+            self.state = "ENDED" if _all_succeeded(self.job) else "ENDED (no result from every task)"
+            return True
+        self.seen = self.seen or state
+        self.next_poll = time.monotonic() + self.polls.next()
+        return False
+
+    def report(self) -> int:
+        """Print the run record (0), or the job's end and the dead rank's error in one line (1)."""
+        job = self.job
+        self.read_log()
+        if self.state not in ("COMPLETED", "ENDED"):
+            print(f"cnnrepro: job {job.job_id} {self.state}: {_dead_rank_error(job, self.srun_lines)}",
+                  file=sys.stderr, flush=True)
+            return 1
+        try:
+            results = job.results()  # every task's result file; job.result() refuses multi-task jobs
+        except Exception as e:  # noqa: BLE001 - a task that raised although the job completed
+            print(f"cnnrepro: job {job.job_id} COMPLETED but a task failed: {_last_line(str(e))}", file=sys.stderr,
+                  flush=True)
+            return 1
+        rec = next((r for r in results if r), None)
+        if rec is None:
+            print(f"cnnrepro: job {job.job_id} ended without a run record in {self.folder}", file=sys.stderr,
+                  flush=True)
+            return 1
+        print(json.dumps(rec, indent=1), flush=True)
+        return 0
+
+
+def wait_for(job, folder: Path, *, poll_cap_s: float = 30.0) -> int:
+    """Block until SLURM says the job ended; print its run record (0) or the dead rank's error (1)."""
+    return wait_for_all([job], [folder], poll_cap_s=poll_cap_s)
+
+
+def wait_for_all(jobs: list, folders: list[Path], *, poll_cap_s: float = 30.0) -> int:
+    """``wait_for`` of every job (the tasks of a ``--seeds`` array) at once: each one's outcome is
+    printed as soon as it ends, whatever the others do; 1 if any of them did not succeed."""
+    watches = [_Watch(j, f, poll_cap_s) for j, f in zip(jobs, folders)]
+    failed = 0
+    while watches:
+        for w in list(watches):
+            if w.ended():
+                failed += w.report()
+                watches.remove(w)
+        if watches:
+            due = min(w.next_poll for w in watches)
+            time.sleep(min(1.0, max(0.0, due - time.monotonic())))
+    return 1 if failed else 0
 
 
 # -- seeds: N runs of one recipe as one SLURM job array (`cnnrepro submit RECIPE --seeds N`) ----------
 #
-# Kept apart from the single-job path above on purpose: the array reuses build_submission for its
-# first run (same parsing, same refusals, same SLURM parameters) and only varies the seed and the run
-# folder, so a change to the single-job path reaches every task of the array.
+# The array reuses build_submission for its first run (same parsing, same refusals, same SLURM
+# parameters) and only varies the seed and the run folder; it is submitted, announced, cleaned up
+# after a refusal and waited for by the single-job code above (``_submit_all``).
 
 def seed_list(first: Any, n: int) -> list[int]:
     """The seeds of ``--seeds n``: ``first``, ``first + 1``, ... (``first``: the --seed_everything of
@@ -465,43 +553,9 @@ def build_array_submission(a: Namespace, overrides: list[str], n: int):
 
 
 def submit_array(params: dict, jobs: list[FitJob], folders: list[Path], logs: Path, wait: bool) -> int:
-    """Submit the fits as one SLURM job array (submitit's ``batch``); with ``wait``, block until
-    every task ends and print each run's record."""
-    if shutil.which("sbatch") is None:
-        for f in folders:
-            f.rmdir() if f.exists() and not any(f.iterdir()) else None
-        raise SubmitError("sbatch not found: `cnnrepro submit` needs a SLURM login node "
-                          "(on this machine: tests/launch/slurm-cluster.sh start)")
-    executor = submitit.SlurmExecutor(folder=logs, max_num_timeout=params.pop("max_num_timeout"))
-    executor.update_parameters(**params)
-    with executor.batch():  # one sbatch --array for all of them
-        submitted = [executor.submit(j) for j in jobs]
-    array_id = submitted[0].job_id.split("_")[0]
-    print(f"submitted job array {array_id}: {len(jobs)} run(s), each {params['nodes']} node(s) x "
-          f"{params['ntasks_per_node']} task(s)")
-    for job, fit, folder in zip(submitted, jobs, folders):
-        (folder / "slurm_job_id.txt").write_text(f"{job.job_id}\n")
-        seed = fit.fit_args[len(fit.fit_args) - 1 - fit.fit_args[::-1].index("--seed_everything") + 1]
-        print(f"run folder: {folder} (job {job.job_id}, seed {seed})")
-    print(f"logs:       {logs}/{array_id}_<i>_0_log.out (rank 0 of run i)")
-    print(f"watch:      squeue -j {array_id}; sacct -j {array_id}")
-    sys.stdout.flush()
-    if not wait:
-        return 0
-    failed = 0
-    for job, folder in zip(submitted, folders):
-        try:
-            rec = next((r for r in job.results() if r), None)
-        except Exception as e:  # submitit re-raises the task's own failure with its traceback
-            print(f"cnnrepro: job {job.job_id} failed: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        if rec is None:
-            print(f"cnnrepro: job {job.job_id} ended without a run record in {folder}", file=sys.stderr)
-            failed += 1
-            continue
-        print(json.dumps(rec, indent=1))
-    return 1 if failed else 0
+    """Submit the fits as one SLURM job array; the same submission, refusal and ``--wait`` as a
+    single job (``submit``), for every task of the array."""
+    return _submit_all(params, jobs, folders, logs, wait, seeds=True)
 
 
 def _all_succeeded(job) -> bool:

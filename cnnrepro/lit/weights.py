@@ -35,7 +35,9 @@ from PIL import Image
 from torch import nn
 
 from cnnrepro.errors import UserError
-from cnnrepro.models.interop import convert_library_weights, converters_for, list_converters
+from cnnrepro.models import interop
+from cnnrepro.models.interop import (convert_library_weights, converters_for, library_input_size, library_model,
+                                     list_converters)
 
 __all__ = ["WeightsError", "LoadedWeights", "LibraryPreprocessing", "LibraryEvalViews", "WeightsNormalize",
            "load_weights", "library_preprocessing", "parse_spec", "file_sha256", "FILE_SUFFIXES"]
@@ -303,39 +305,8 @@ def _convert(arch: str, source: str, sd: dict) -> dict | str:
         return f"{type(e).__name__}: {str(e).strip(chr(39))[:200]}"
 
 
-def _library_model(source: str, num_classes: int) -> nn.Module:
-    """The library's own model ``source`` (random init, nothing downloaded)."""
-    lib, name = source.split(":", 1)
-    if lib == "torchvision":
-        import torchvision.models as tvm
-
-        return tvm.get_model(name, weights=None, num_classes=num_classes)
-    import timm
-
-    return timm.create_model(name, pretrained=False, num_classes=num_classes)
-
-
-def _check_size(source: str) -> int:
-    """The input size the library evaluates the model at (its default weights' metadata)."""
-    lib, name = source.split(":", 1)
-    if lib == "torchvision":
-        import torchvision.models as tvm
-
-        return tvm.get_model_weights(name).DEFAULT.transforms().crop_size[0]
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(name)
-    return cfg.input_size[-1] if cfg is not None else 224
-
-
-# logits of the converted model may differ from the library model's by float32 rounding of a
-# different operation order; a converter that maps the tensors of a different function (ReLU6
-# vs ReLU, a stride elsewhere) differs by far more once real weights drive the activations
-CHECK_RTOL = 1e-3
-
-
 def _library_model_with(source: str, state_dict: dict, num_classes: int, spec: str) -> nn.Module:
-    m = _library_model(source, num_classes)
+    m = library_model(source, num_classes)
     try:
         m.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
@@ -347,31 +318,13 @@ def _library_model_with(source: str, state_dict: dict, num_classes: int, spec: s
     return m
 
 
-def _logits(out) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@torch.no_grad()
 def check_same_function(ours: nn.Module, library, size: int, converter: str, spec: str) -> dict:
-    """Run both models on one fixed random input; WeightsError if their logits differ beyond
-    float rounding. ``library`` is the library model, or a function of the number of classes
-    that builds it. Returns what the record stores."""
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    was = ours.training
-    ours.eval()
+    """models/interop.py's check of a conversion (the one ``load_library_weights`` runs), as the
+    one-line refusal of ``--weights``."""
     try:
-        a = _logits(ours(x))
-    finally:
-        ours.train(was)
-    if not isinstance(library, nn.Module):
-        library = library(a.shape[-1])
-    b = _logits(library.eval()(x))
-    diff, scale = (a - b).abs().max().item(), b.abs().max().item()
-    if diff > CHECK_RTOL * max(1.0, scale):
-        raise WeightsError(f"--weights {spec}: converter {converter} loads these tensors, but the model then computes "
-                           f"another function than {converter}'s own (logits differ by {diff:.3g}, largest "
-                           f"|logit| {scale:.3g}, on a random 2x3x{size}x{size} input); refusing to evaluate them")
-    return {"input": [2, 3, size, size], "max_abs_diff": diff, "max_abs_logit": scale}
+        return interop.check_same_function(ours, library, size, converter)
+    except interop.ConversionError as e:
+        raise WeightsError(f"--weights {spec}: {e}; refusing to evaluate them") from None
 
 
 def load_weights(model: nn.Module, arch: str, spec: str, *, allow_download: bool = False) -> LoadedWeights:
@@ -414,7 +367,7 @@ def load_weights(model: nn.Module, arch: str, spec: str, *, allow_download: bool
             if conv != "cnnrepro checkpoint":
                 # a file: the library's own model holding the same tensors, built for the check
                 library = lib_model if lib_model is not None else partial(_library_model_with, conv, sd, spec=spec)
-                size = preprocessing.params["crop"] if preprocessing is not None else _check_size(conv)
+                size = preprocessing.params["crop"] if preprocessing is not None else library_input_size(conv)
                 try:
                     check = check_same_function(model, library, size, conv, spec)
                 except WeightsError as e:

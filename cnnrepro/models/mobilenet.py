@@ -39,6 +39,16 @@ them by layer type (1x1 conv 94.86% of mult-adds / 74.59% of params, ...), teste
 The paper gives no weight initialisation, dropout or BN hyperparameters: we use He (fan-out)
 init, no dropout, PyTorch's BN defaults.
 
+No released weights convert into ``mobilenet_v1``. The activation is the paper's ReLU (Sec. 3.2:
+BN and ReLU after every layer but the final fully connected one; Fig. 3), while both
+released MobileNet v1s use ReLU6: the authors' TF-slim code (research/slim/nets/mobilenet_v1.py,
+``mobilenet_v1_arg_scope``: ``activation_fn=tf.nn.relu6``) and timm's ``mobilenetv1_100``
+(timm 1.0.31 models/efficientnet.py ``_gen_mobilenet_v1``: ``resolve_act_layer(kwargs, 'relu6')``).
+timm's tensors have our shapes, but in our net they compute another function (logits far from
+timm's, so ``load_library_weights`` and ``--weights`` refuse them); and its only weights
+(``ra4_e3600_r224_in1k``: timm's own 3600-epoch recipe, evaluated at 256 px) are no release of the
+paper's model, so a ReLU6 variant would buy no paper-row comparison. The converter was removed.
+
 Sandler, Howard, Zhu, Zhmoginov & Chen, "MobileNetV2: Inverted Residuals and Linear
 Bottlenecks", arXiv:1801.04381 (2018). Table 2 (t expansion, c channels, n repeats, s stride):
 
@@ -187,32 +197,3 @@ def mobilenet_v2(*, num_classes: int = 1000, **kwargs) -> nn.Module:
 @register_converter("mobilenet_v2", "torchvision:mobilenet_v2")
 def _mobilenet_v2_from_torchvision(state_dict):
     return dict(state_dict)  # the builder returns torchvision's module itself
-
-
-@register_converter("mobilenet_v1", "timm:mobilenetv1_100")
-def _mobilenet_v1_from_timm(state_dict):
-    """timm's ``mobilenetv1_100`` has our tensors (it uses ReLU6 where the paper uses ReLU, which
-    has no parameters), under timm's names."""
-    sd = dict(state_dict)
-    out = {}
-    out["features.conv1.conv.weight"] = sd.pop("conv_stem.weight")
-    for k in ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]:
-        out[f"features.conv1.bn.{k}"] = sd.pop(f"bn1.{k}")
-    i = 2
-    stages = sorted({int(k.split(".")[1]) for k in sd if k.startswith("blocks.")})
-    for s in stages:
-        blocks = sorted({int(k.split(".")[2]) for k in sd if k.startswith(f"blocks.{s}.")})
-        for b in blocks:
-            p = f"blocks.{s}.{b}."
-            q = f"features.conv{i}."
-            out[q + "dw.conv.weight"] = sd.pop(p + "conv_dw.weight")
-            out[q + "pw.conv.weight"] = sd.pop(p + "conv_pw.weight")
-            for k in ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]:
-                out[q + f"dw.bn.{k}"] = sd.pop(p + f"bn1.{k}")
-                out[q + f"pw.bn.{k}"] = sd.pop(p + f"bn2.{k}")
-            i += 1
-    out["fc.weight"] = sd.pop("classifier.weight")
-    out["fc.bias"] = sd.pop("classifier.bias")
-    if sd:
-        raise KeyError(f"unconverted timm tensors: {sorted(sd)}")
-    return out

@@ -3,15 +3,13 @@ each protocol the numbers a run of it alone gives (real JPEG shards, real loader
 Lightning validate, a tiny net), one record each."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+
+from cli_helpers import QUIET, REPO, demo_shards, run_cli
 
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.eval import ProtocolError, build_protocol
@@ -19,20 +17,13 @@ from cnnrepro.eval.protocols import ProtocolSet, paper_protocols
 from cnnrepro.lit.module import ClassifierModule
 from cnnrepro.results.table import load_paper_numbers
 
-REPO = Path(__file__).resolve().parents[2]
-CNNREPRO = str(Path(sys.executable).with_name("cnnrepro"))
 PAPER = load_paper_numbers()
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from cnnrepro.data.demo import build_demo_tree
-    from cnnrepro.data.shards import write_shards
-
-    root = tmp_path_factory.mktemp("protocol_all")
-    build_demo_tree(root / "tree", train_per_class=1, val_per_class=1)  # 10 real validation JPEGs
-    write_shards(root / "tree", root / "shards", samples_per_shard=6, workers=1, progress=False)
-    return str(root / "shards")
+    # 10 real validation JPEGs
+    return str(demo_shards(tmp_path_factory, "protocol_all", val_per_class=1, samples_per_shard=6) / "shards")
 
 
 def _model() -> ClassifierModule:
@@ -110,12 +101,10 @@ def test_the_papers_protocols_with_their_settings_once_each():
 # -- the command: one pass, one record per protocol, the same numbers as separate runs ----------------
 
 def _run(args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB") and k != "CNNREPRO_DATA"}
-    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return run_cli(args, cwd, timeout=900)
 
 
-QUIET = ["--data.num_workers", "1", "--data.batch_size", "16", "--trainer.enable_progress_bar", "false",
-         "--run.wandb", "disabled"]
+QUIET = [*QUIET, "--data.batch_size", "16"]
 
 
 @pytest.mark.slow  # three real CLI runs of a 64-px DenseNet-121 over 10 JPEGs

@@ -1,33 +1,19 @@
 """`cnnrepro validate --protocol` end to end: the real console script on real shards."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from cli_helpers import QUIET, REPO, demo_shards
+from cli_helpers import run_cli as run
+
 ALEXNET = str(REPO / "recipes" / "alexnet.yaml")
-CNNREPRO = str(Path(sys.executable).with_name("cnnrepro"))
-QUIET = ["--data.num_workers", "1", "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled"]
-
-
-def run(args, cwd):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB") and k != "CNNREPRO_DATA"}
-    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from cnnrepro.data.demo import build_demo_tree
-    from cnnrepro.data.shards import write_shards
-
-    root = tmp_path_factory.mktemp("validate")
-    build_demo_tree(root / "tree", train_per_class=1, val_per_class=1)  # 10 real validation JPEGs
-    write_shards(root / "tree", root / "shards", samples_per_shard=4, workers=1, progress=False)
-    return str(root / "shards")
+    # 10 real validation JPEGs
+    return str(demo_shards(tmp_path_factory, "validate", val_per_class=1, samples_per_shard=4) / "shards")
 
 
 @pytest.mark.slow

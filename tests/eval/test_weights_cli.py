@@ -5,9 +5,6 @@ own transforms on each validation JPEG, read with PIL from the tree the shards w
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,28 +12,19 @@ import torch
 import torchvision
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+from cli_helpers import QUIET, REPO, demo_shards, run_cli
+
 RESNET18 = str(REPO / "recipes" / "resnet18.yaml")
-CNNREPRO = str(Path(sys.executable).with_name("cnnrepro"))
-QUIET = ["--data.num_workers", "1", "--trainer.enable_progress_bar", "false", "--run.wandb", "disabled"]
 TV18 = "torchvision:resnet18:IMAGENET1K_V1"
 
 
 def run(args, cwd, torch_home):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB") and k != "CNNREPRO_DATA"}
-    env["TORCH_HOME"] = str(torch_home)
-    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return run_cli(args, cwd, env_extra={"TORCH_HOME": str(torch_home)})
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from cnnrepro.data.demo import build_demo_tree
-    from cnnrepro.data.shards import write_shards
-
-    root = tmp_path_factory.mktemp("weights_cli")
-    build_demo_tree(root / "tree", train_per_class=1, val_per_class=2)  # 20 real validation JPEGs
-    write_shards(root / "tree", root / "shards", samples_per_shard=8, workers=1, progress=False)
-    return root
+    return demo_shards(tmp_path_factory, "weights_cli", val_per_class=2, samples_per_shard=8)  # 20 val JPEGs
 
 
 def _reference(lib: torch.nn.Module, data: Path) -> tuple[float, float, int]:

@@ -42,9 +42,16 @@ def write_tiny_recipe(p):
     return p
 
 
-def run_cnnrepro(args, cwd, env_extra=None, timeout=600):
+def cnnrepro_env(cwd, env_extra=None) -> dict:
+    """The environment of a `cnnrepro` subprocess of the tests: its own cache below ``cwd``, no W&B
+    settings of the caller, the test callbacks (signal_helpers) importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB") and k != "CNNREPRO_DATA"}
     env.update({"CNNREPRO_CACHE": str(Path(cwd) / "cache"), "WANDB_SILENT": "true",
                 "PYTHONPATH": os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])})
     env.update(env_extra or {})
-    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def run_cnnrepro(args, cwd, env_extra=None, timeout=600):
+    return subprocess.run([CNNREPRO, *args], cwd=cwd, env=cnnrepro_env(cwd, env_extra), capture_output=True,
+                          text=True, timeout=timeout)

@@ -53,18 +53,24 @@ class DieOnRank(pl.Callback):
     builds the callbacks) or after it (``at="setup"``: the callbacks' setup, before the first
     step), or at the start of global step ``step`` (``at="step"``, mid-run).
 
+    ``array_task``: only in that task of a job array (SLURM_ARRAY_TASK_ID), e.g. one seed of
+    `cnnrepro submit --seeds N`; None: in every job.
+
     It prints ``test: rank R dies (HOW) at <time.time()>`` to its log first, for the test's clock.
     """
 
-    def __init__(self, rank: int, at: str = "step", how: str = "SIGKILL", step: int = 2):
+    def __init__(self, rank: int, at: str = "step", how: str = "SIGKILL", step: int = 2,
+                 array_task: int | None = None):
         if at not in ("init", "setup", "step") or how not in ("SIGKILL", "raise"):
             raise ValueError(f"at={at!r} how={how!r}")
-        self.rank, self.at, self.how, self.step = rank, at, how, step
+        self.rank, self.at, self.how, self.step, self.array_task = rank, at, how, step, array_task
         if at == "init":
             self._die()
 
     def _die(self):
         if int(os.environ.get("SLURM_PROCID", "0")) != self.rank:
+            return
+        if self.array_task is not None and os.environ.get("SLURM_ARRAY_TASK_ID") != str(self.array_task):
             return
         print(f"test: rank {self.rank} dies ({self.how}) at {time.time():.3f}", file=sys.stderr, flush=True)
         if self.how == "raise":

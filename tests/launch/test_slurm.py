@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CNNREPRO, HERE, REPO, run_cnnrepro
+from conftest import CNNREPRO, HERE, REPO, cnnrepro_env, run_cnnrepro
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SCRIPT = str(HERE / "slurm-cluster.sh")
@@ -199,6 +199,48 @@ def test_a_job_sbatch_refuses_is_one_line_and_leaves_no_run_folder(tmp_path, clu
     line = _one_error_line(p)
     assert "sbatch refused the job" in line and "partition" in line.lower(), line
     assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
+
+
+def test_a_job_array_sbatch_refuses_is_one_line_and_leaves_nothing(tmp_path, cluster, tiny_shards, tiny_recipe):
+    # issue 14: a refused `--seeds` array left its run folders (and submitit's files) and a traceback
+    p = _submit(tmp_path, cluster, tiny_shards, tiny_recipe, "--seeds", "2", "--partition", "no-such-partition")
+    line = _one_error_line(p)
+    assert "sbatch refused the job array of 2 runs" in line and "partition" in line.lower(), line
+    assert not (tmp_path / "runs" / "tiny").exists() or not any((tmp_path / "runs" / "tiny").iterdir())
+
+
+def test_wait_reports_a_dead_array_task_in_one_line_within_a_minute(tmp_path, cluster, tiny_shards, tiny_recipe):
+    # issue 14: `--seeds N --wait` read each task's result in turn (a dead task was reported after the
+    # tasks before it had ended, as a traceback); now as a single job: the task that died, at once.
+    # Seed 1 (array task 1) is killed at startup; seed 0 trains two steps and completes.
+    args = ["submit", str(tiny_recipe), "--data.root", str(tiny_shards), "--data.num_workers", "1",
+            "--tasks-per-node", "1", "--cpus-per-task", "1", "--time", "30", "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--seeds", "2", "--wait",
+            "--trainer.callbacks+=signal_helpers.DieOnRank", "--trainer.callbacks.rank", "0",
+            "--trainer.callbacks.at", "init", "--trainer.callbacks.array_task", "1"]
+    out = tmp_path / "stdout.txt"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([CNNREPRO, *args], cwd=tmp_path, env=cnnrepro_env(tmp_path, cluster), stdout=stdout,
+                                stderr=subprocess.PIPE, text=True)
+        lines = [(time.time(), ln.rstrip("\n")) for ln in proc.stderr]  # each line as it comes
+        assert proc.wait(timeout=600) == 1, "\n".join(ln for _, ln in lines)[-3000:]
+    array = re.search(r"submitted job array (\d+): 2 run\(s\)", out.read_text()).group(1)
+    assert f"sacct -D -j {array}" in out.read_text()
+    runs = {job: Path(f) for f, job, _ in re.findall(r"run folder: (\S+) \(job (\S+), seed (\d+)\)",
+                                                     out.read_text())}
+    logs = runs[f"{array}_1"].parent / "slurm"
+    died = re.search(r"test: rank 0 dies \(SIGKILL\) at ([\d.]+)", (logs / f"{array}_1_0_log.err").read_text())
+    assert died, (logs / f"{array}_1_0_log.err").read_text()[-3000:]
+    # one line, naming the array task, the rank that died and its log; nothing else about it
+    about = [(t, ln) for t, ln in lines if f"{array}_1" in ln]
+    assert len(about) == 1 and "Traceback" not in "".join(ln for _, ln in lines), lines[-40:]
+    t_said, line = about[0]
+    assert line.startswith(f"cnnrepro: job {array}_1 FAILED: rank 0") and f"{array}_1_0_log.err" in line, line
+    assert "Killed" in line, line
+    assert t_said - float(died.group(1)) < 60, t_said - float(died.group(1))
+    # the other seed ran to its end and its record was printed
+    assert json.loads(out.read_text()[out.read_text().index("{"):])["run_dir"] == str(runs[f"{array}_0"])
+    print(f"\n`--wait` said the array task {array}_1 died {t_said - float(died.group(1)):.1f} s after: {line}")
 
 
 def test_a_first_two_task_demo_submit_on_an_empty_cache_succeeds(tmp_path, cluster, tiny_recipe):

@@ -116,7 +116,7 @@ def test_other_commands_take_no_abbreviations(capsys):
     assert e.value.code == 2 and "unrecognized arguments: --no-mac" in capsys.readouterr().err
 
 
-def test_a_job_sbatch_refuses_leaves_no_run_folder_and_one_line(recipe, tmp_path, monkeypatch, capsys):
+def _refusing_sbatch(tmp_path, monkeypatch):
     # a stand-in for sbatch answering as SLURM does when it refuses a job (exit 1, its reason on stderr);
     # the real refusal is tested on the SLURM cluster in test_slurm.py
     bindir = tmp_path / "bin"
@@ -125,12 +125,36 @@ def test_a_job_sbatch_refuses_leaves_no_run_folder_and_one_line(recipe, tmp_path
                                    "configuration is not available' >&2\nexit 1\n")
     (bindir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_job_sbatch_refuses_leaves_no_run_folder_and_one_line(recipe, tmp_path, monkeypatch, capsys):
+    _refusing_sbatch(tmp_path, monkeypatch)
     from cnnrepro.cli import main
 
     assert main(["submit", str(recipe), "--gpus-per-node", "8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Requested node configuration is not available" in err, err
     assert not any((tmp_path / "runs" / "r").iterdir())  # the fit-000 made for it is gone
+
+
+def test_a_job_array_sbatch_refuses_leaves_nothing_and_one_line(recipe, tmp_path, monkeypatch, capsys):
+    # issue 14: `--seeds` went around the single job's clean-up: a traceback, and fit-000..002 stayed
+    _refusing_sbatch(tmp_path, monkeypatch)
+    from cnnrepro.cli import main
+
+    assert main(["submit", str(recipe), "--gpus-per-node", "8", "--seeds", "3", "--seed_everything", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sbatch refused the job array of 3 runs (sbatch: error: Batch job submission " \
+        "failed: Requested node configuration is not available)" in err, err
+    assert "fit-000, fit-001, fit-002" in err and "removed" in err
+    # nor submitit's files in the array's log folder beside the runs
+    assert not any((tmp_path / "runs" / "r").iterdir()), list((tmp_path / "runs" / "r").rglob("*"))
+    # an earlier array's logs in that folder stay
+    (tmp_path / "runs" / "r" / "slurm").mkdir()
+    (tmp_path / "runs" / "r" / "slurm" / "7_0_0_log.err").write_text("earlier\n")
+    assert main(["submit", str(recipe), "--gpus-per-node", "8", "--seeds", "2", "--seed_everything", "1"]) == 2
+    runs = tmp_path / "runs" / "r"
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*")) == ["slurm", "slurm/7_0_0_log.err"]
 
 
 def test_the_job_script_ends_the_step_when_a_task_dies(recipe, tmp_path):

@@ -106,20 +106,59 @@ def test_mobilenet_v1_width_multiplier():
     assert abs(count_macs(m, (3, 224, 224)) - 149e6) / 149e6 < 0.01
 
 
-def test_mobilenet_v1_loads_timm_weights():
+def _timm_mobilenetv1():
     torch.manual_seed(0)
     lib = timm.create_model("mobilenetv1_100").eval()
-    # timm uses ReLU6; swap in the paper's ReLU so the two nets compute the same function
+    with torch.no_grad():
+        for mod in lib.modules():  # non-trivial BN statistics, so a mis-mapped tensor shows
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                # BN shifts up to 3 take activations past 6, where ReLU6 and ReLU part, as trained
+                # weights do; at timm's init (shift 0) they hardly ever get there
+                mod.weight.uniform_(0.8, 1.2)
+                mod.bias.uniform_(0.0, 3.0)
+    return lib
+
+
+def test_timm_mobilenetv1_weights_are_refused_by_the_python_api():
+    # timm's mobilenetv1_100 computes with ReLU6, our paper net with ReLU (models/mobilenet.py):
+    # its weights would make a silently different net, so no converter takes them
+    with pytest.raises(KeyError, match=r"no converter from 'timm:mobilenetv1_100' to 'mobilenet_v1'; "
+                                       r"available for it: none"):
+        load_library_weights(create_model("mobilenet_v1"), "mobilenet_v1", "timm:mobilenetv1_100",
+                             _timm_mobilenetv1())
+
+
+def test_load_library_weights_checks_the_converted_net_computes_the_library_function(monkeypatch):
+    # the converter that was registered for timm's mobilenetv1_100 (its tensors, in our order): the
+    # tensors load strictly, but with ReLU6 in timm's net and ReLU in ours the logits differ, and
+    # the Python API says so (as `--weights` does) and leaves our model as it was
+    from cnnrepro.models import interop
+    from cnnrepro.models.interop import ConversionError
+
+    ours = create_model("mobilenet_v1")
+    names = list(ours.state_dict())
+    monkeypatch.setitem(interop._CONVERTERS, ("mobilenet_v1", "timm:mobilenetv1_100"),
+                        lambda sd: dict(zip(names, sd.values())))
+    lib = _timm_mobilenetv1()
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    with pytest.raises(ConversionError, match=r"converter timm:mobilenetv1_100 loads these tensors, but the model "
+                                              r"then computes another function .* 2x3x224x224 input"):
+        load_library_weights(ours, "mobilenet_v1", "timm:mobilenetv1_100", lib)
+    assert all(torch.equal(v, before[k]) for k, v in ours.state_dict().items())
+    # with timm's ReLU6 swapped for the paper's ReLU, the same tensors are the same function
     for mod in lib.modules():
         if hasattr(mod, "act") and isinstance(mod.act, nn.ReLU6):
             mod.act = nn.ReLU()
-    for mod in lib.modules():  # non-trivial BN statistics, so a mis-mapped tensor shows
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.1, 0.1)
-            mod.running_var.uniform_(0.5, 1.5)
-    ours = load_library_weights(create_model("mobilenet_v1"), "mobilenet_v1", "timm:mobilenetv1_100", lib).eval()
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(ours(x), lib(x))
+    ours = load_library_weights(ours, "mobilenet_v1", "timm:mobilenetv1_100", lib, check_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), lib(x), rtol=0, atol=1e-5)
+    # a state dict (not the module) is checked against timm's own default model: ReLU6 again
+    with pytest.raises(ConversionError, match="computes another function"):
+        load_library_weights(create_model("mobilenet_v1"), "mobilenet_v1", "timm:mobilenetv1_100",
+                             _timm_mobilenetv1().state_dict(), check_size=64)
 
 
 # ---- MobileNetV2 --------------------------------------------------------------------------
