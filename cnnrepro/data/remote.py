@@ -365,6 +365,8 @@ class ShardStream:
             raise self._error
         if self._ended:
             return False
+        if self._stop.is_set():
+            raise RemoteError(f"{self.url}: read after the stream was closed")
         while True:
             try:
                 item = self._q.get(timeout=1.0)
@@ -426,6 +428,11 @@ class ShardStream:
             # it notices within 0.1 s unless blocked in a read, which ends with the transfer's timeout
             self._thread.join(timeout=_JOIN_TIMEOUT)
         self._buf, self._off = b"", 0
+        while True:  # the chunks fetched ahead and not read: freed now, not with the stream
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
 
 
 def read_bytes(url: str) -> bytes:
