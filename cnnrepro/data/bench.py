@@ -353,7 +353,8 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
                  batch_size: int = 32) -> dict:
     """Samples/s of a remote root's shards against the same shards read from a local folder, in
     alternating rounds of one run: wall time (the server's and the network's time is the point), one
-    process, no loader workers. Two pairs: the route alone (every train and val sample read, tar
+    process, no loader workers. Three pairs: the plain client alone (every shard fetched whole, nothing
+    parsed: the server's and client's ceiling), the route alone (every train and val sample read, tar
     parsing and counts, sha256 on the remote side; no decode) and the training loader (TrainStream
     with AlexNet's crop, decode included, one epoch of the training shards)."""
     from .remote import check_root, join
@@ -376,7 +377,8 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
                      for sh in entries]
     local_shards = [ShardInfo(str(local_dir / sh["name"]), sh["count"]) for sh in entries]
     n_train = m["train"]["samples"] if "train" in m else 0
-    runs = {"route:remote": _stream_all(remote_shards), "route:local": _stream_all(local_shards)}
+    runs = {"fetch:remote": _fetch_all(remote_shards), "fetch:local": _fetch_all(local_shards),
+            "route:remote": _stream_all(remote_shards), "route:local": _stream_all(local_shards)}
     if n_train >= batch_size:
         # the training loader as a step consumes it: AlexNet's crop (decode included), the same seed on
         # both routes, so the same samples; the route's cost then shows as it does in training
@@ -395,7 +397,7 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
     med = {k: statistics.median(v) for k, v in rates.items()}
     n, nbytes = counts["route:local"]
     rows = {}
-    for what in ("route", "loader"):
+    for what in ("fetch", "route", "loader"):
         if f"{what}:remote" not in rates:
             continue
         r, q = rates[f"{what}:remote"], rates[f"{what}:local"]
@@ -403,12 +405,40 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
                       "ratio": med[f"{what}:remote"] / med[f"{what}:local"],
                       "ratio_per_round": [a / b for a, b in zip(r, q)], "samples": counts[f"{what}:local"][0],
                       "samples_remote": counts[f"{what}:remote"][0]}
-    rows["route"]["remote_mb_per_s"] = med["route:remote"] * nbytes / n / 2**20
-    rows["route"]["local_mb_per_s"] = med["route:local"] * nbytes / n / 2**20
+    for what in ("fetch", "route"):
+        rows[what]["remote_mb_per_s"] = med[f"{what}:remote"] * nbytes / n / 2**20
+        rows[what]["local_mb_per_s"] = med[f"{what}:local"] * nbytes / n / 2**20
+    rows["fetch"]["bytes"], rows["fetch"]["bytes_remote"] = counts["fetch:local"][1], counts["fetch:remote"][1]
     return {"root": root, "local": str(local_dir), "shards": len(entries), "samples": n, "mb": nbytes / 2**20,
             "rounds": rounds, "batch_size": batch_size,
             "unit": "samples per wall-clock second, median over rounds", **rows,
             "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+
+
+def _fetch_all(shards: list):
+    """A run fetching every shard whole with the protocol's client alone (fsspec's ``cat_file``: one
+    GET per object; a pipe's command read to its end; a local file read): no tar parsing, no hash.
+    Its remote/local ratio is the ceiling the server and client set for the route."""
+    from .remote import _filesystem, is_remote
+
+    def get(url: str) -> bytes:
+        if not is_remote(url):
+            return Path(url).read_bytes()
+        if url.startswith("pipe:"):
+            import webdataset as wds
+
+            with wds.gopen(url, "rb") as f:
+                return f.read()
+        return _filesystem(url).cat_file(url)
+
+    def run() -> tuple[int, int]:
+        n = nbytes = 0
+        for shard in shards:
+            nbytes += len(get(shard.url))
+            n += shard.count
+        return n, nbytes
+
+    return run
 
 
 def _loader_run(shards: list, batch_size: int):
@@ -429,7 +459,8 @@ def render_remote(r: dict) -> None:
           f"shards in {r['local']}")
     print(f"one process, no loader workers, {r['rounds']} alternating rounds, wall time, samples/s (median); load "
           f"average {r['machine']['loadavg_before'][0]:.1f} on {r['machine']['cpus']} CPUs")
-    labels = {"route": "route alone (tar parsing, counts; sha256 on the remote side; no decode)",
+    labels = {"fetch": "plain client alone (one whole-object GET per shard; no parsing, no hash): the ceiling",
+              "route": "route alone (tar parsing, counts; sha256 on the remote side; no decode)",
               "loader": f"training loader (TrainStream + AlexNet crop, decode included, batch {r['batch_size']})"}
     for what, label in labels.items():
         if what not in r:

@@ -30,12 +30,15 @@ import os
 import re
 import stat
 import tarfile
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from cnnrepro.errors import UserError
 
-__all__ = ["Item", "Source", "detect_source", "scan_tree", "read_item", "devkit_labels", "SourceError"]
+__all__ = ["Item", "Items", "Source", "detect_source", "scan_tree", "read_item", "devkit_labels", "SourceError"]
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -60,11 +63,89 @@ class Item:
     size: int = -1  # -1: the whole file
 
 
+class Items(Sequence):
+    """A split's inputs in a compact form: a Sequence of Items, built when accessed.
+
+    A list of Item objects costs ~0.36 KB per file (the object, its dict, the path string and the
+    list's tuples), ~0.5 GB for ImageNet's 1.33M training files, held by the shard writer for the
+    whole conversion. Here a file of a tree costs its name's UTF-8 bytes plus 12 bytes: the folder
+    part of its path and its WNID are indexes into small tables (1,000 class folders), the names
+    sit in one buffer, and archive members' tar and offsets in arrays made only when they exist."""
+
+    def __init__(self, items=()):
+        self._dirs: list[str] = []
+        self._wnids: list[str] = []
+        self._files: list[str] = []  # an Item's ``file`` when it is not its path (archive members)
+        self._index: dict[tuple[int, str], int] = {}  # (table, string) -> position in that table
+        self._names = bytearray()
+        self._ends = array("I")  # end of each name in _names (past 4 GiB of names: OverflowError)
+        self._dir, self._wnid = array("I"), array("I")
+        # made only when a file is not its path (archive members; -1 for the others), as are the
+        # offsets and sizes when a member has them
+        self._file: array | None = None
+        self._offset: array | None = None
+        self._size: array | None = None
+        for it in items:
+            self.append(it)
+
+    def _intern(self, table: list[str], which: int, value: str) -> int:
+        k = self._index.get((which, value))
+        if k is None:
+            k = self._index[(which, value)] = len(table)
+            table.append(value)
+        return k
+
+    def append(self, item: Item) -> None:
+        d, _, name = item.path.rpartition("/")
+        self._names += name.encode("utf-8")
+        self._ends.append(len(self._names))
+        self._dir.append(self._intern(self._dirs, 0, d))
+        self._wnid.append(self._intern(self._wnids, 1, item.wnid))
+        before = len(self) - 1  # items before this one
+        if item.file != item.path and self._file is None:
+            self._file = array("i", [-1]) * before
+        if self._file is not None:
+            self._file.append(-1 if item.file == item.path else self._intern(self._files, 2, item.file))
+        if (item.offset, item.size) != (0, -1) and self._offset is None:
+            self._offset, self._size = array("q", [0]) * before, array("q", [-1]) * before
+        if self._offset is not None:
+            self._offset.append(item.offset)
+            self._size.append(item.size)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _item(self, i: int) -> Item:
+        start = self._ends[i - 1] if i else 0
+        name = self._names[start:self._ends[i]].decode("utf-8")
+        d = self._dirs[self._dir[i]]
+        path = f"{d}/{name}" if d else name
+        f = -1 if self._file is None else self._file[i]
+        if self._offset is None:
+            return Item(path, self._wnids[self._wnid[i]], path if f < 0 else self._files[f])
+        return Item(path, self._wnids[self._wnid[i]], path if f < 0 else self._files[f], self._offset[i], self._size[i])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._item(k) for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._item(i)
+
+    def __iter__(self):
+        return (self._item(i) for i in range(len(self)))
+
+    def wnids_present(self) -> set[str]:
+        return {self._wnids[k] for k in set(self._wnid)}
+
+
 @dataclass
 class Source:
     form: str  # "tree" | "archives" | "kaggle"
     root: Path
-    splits: dict[str, list[Item]]
+    splits: dict[str, Items]
     # sorted: the class index is the position here. Taken from the class list (the devkit's, or
     # every class folder / per-class tar, empty ones included), never from the images found, so
     # that an empty class cannot shift the index of every class after it
@@ -81,7 +162,8 @@ class Source:
         """{split: WNIDs of the class list with no input file in that split} (splits with none left out)."""
         out = {}
         for split, items in self.splits.items():
-            empty = sorted(set(self.wnids) - {it.wnid for it in items})
+            present = items.wnids_present() if isinstance(items, Items) else {it.wnid for it in items}
+            empty = sorted(set(self.wnids) - present)
             if empty:
                 out[split] = empty
         return out
@@ -109,21 +191,21 @@ def class_folders(root: Path, rel: str) -> list[str]:
     return sorted(p.name for p in (root / rel).iterdir() if p.is_dir())
 
 
-def scan_tree(root: Path, rel: str) -> list[Item]:
+def scan_tree(root: Path, rel: str) -> Items:
     """Every entry of root/rel/<wnid>/, sorted, as Items with paths relative to root.
 
     Entries that are not regular files (sub-folders, FIFOs, broken links) are listed too: the
     shard writer then rejects each with its reason instead of dropping it unseen."""
-    out = []
+    out = Items()
     for cls in class_folders(root, rel):
-        for f in sorted((root / rel / cls).iterdir()):
-            p = f"{rel}/{cls}/{f.name}"
+        for name in sorted(os.listdir(root / rel / cls)):  # the order of sorted Paths of one folder
+            p = f"{rel}/{cls}/{name}"
             out.append(Item(p, cls, p))
     return out
 
 
-def _flat_dir(root: Path, rel: str, labels: dict[str, str], labels_from: str) -> list[Item]:
-    out = []
+def _flat_dir(root: Path, rel: str, labels: dict[str, str], labels_from: str) -> Items:
+    out = Items()
     for f in sorted((root / rel).iterdir()):
         if not f.is_dir():
             wnid = _label_for(f.name, labels, labels_from)
@@ -151,11 +233,11 @@ def _open_tar(path: Path) -> tarfile.TarFile:
         raise SourceError(f"{path}: not an uncompressed tar ({e}); ImageNet's image archives are plain .tar") from None
 
 
-def _scan_train_tar(root: Path) -> tuple[list[Item], list[str]]:
-    """(items, sorted WNIDs of every per-class tar, empty ones included) of the train tar of
-    per-class tars, with absolute offsets into the outer tar."""
+def _scan_train_tar(root: Path) -> tuple[Items, list[str]]:
+    """(items sorted by path, sorted WNIDs of every per-class tar, empty ones included) of the
+    train tar of per-class tars, with absolute offsets into the outer tar."""
     path = root / TRAIN_TAR
-    items, wnids = [], []
+    blocks, wnids = [], []  # one class tar's items at a time as Item objects (issue 13: flat memory)
     with _open_tar(path) as outer:
         for m in outer:
             if not m.isfile():
@@ -169,14 +251,22 @@ def _scan_train_tar(root: Path) -> tuple[list[Item], list[str]]:
             except tarfile.ReadError as e:
                 raise SourceError(f"{path}: member {m.name} is not a tar ({e})") from None
             with inner:
-                for im in inner:
-                    if im.isfile():
-                        items.append(Item(f"{TRAIN_TAR}/{m.name}/{im.name}", wnid, TRAIN_TAR,
-                                          m.offset_data + im.offset_data, im.size))
-    return sorted(items, key=lambda it: it.path), sorted(set(wnids))
+                members = sorted((im for im in inner if im.isfile()), key=lambda im: im.name)
+                blocks.append((f"{m.name}/", Items(Item(f"{TRAIN_TAR}/{m.name}/{im.name}", wnid, TRAIN_TAR,
+                                                        m.offset_data + im.offset_data, im.size) for im in members)))
+    blocks.sort(key=lambda b: b[0])
+    # the paths are TRAIN_TAR/<class tar>/<member>: sorted class by class unless a class tar's
+    # "name/" begins another's (a malformed archive), which needs the sort over every path
+    if any(b[0].startswith(a[0]) for a, b in pairwise(blocks)):
+        return Items(sorted((it for _, b in blocks for it in b), key=lambda it: it.path)), sorted(set(wnids))
+    items = Items()
+    for _, b in blocks:
+        for it in b:
+            items.append(it)
+    return items, sorted(set(wnids))
 
 
-def _scan_val_tar(root: Path, labels: dict[str, str], labels_from: str) -> list[Item]:
+def _scan_val_tar(root: Path, labels: dict[str, str], labels_from: str) -> Items:
     path = root / VAL_TAR
     items = []
     with _open_tar(path) as tf:
@@ -184,7 +274,7 @@ def _scan_val_tar(root: Path, labels: dict[str, str], labels_from: str) -> list[
             if m.isfile():
                 wnid = _label_for(Path(m.name).name, labels, labels_from)
                 items.append(Item(f"{VAL_TAR}/{m.name}", wnid, VAL_TAR, m.offset_data, m.size))
-    return sorted(items, key=lambda it: it.path)
+    return Items(sorted(items, key=lambda it: it.path))  # 50,000 at most in ImageNet
 
 
 def _label_for(filename: str, labels: dict[str, str], labels_from: str) -> str:

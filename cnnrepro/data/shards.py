@@ -43,6 +43,7 @@ import random
 import re
 import signal
 import warnings
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -470,19 +471,30 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
             + "; they keep their index, and manifest.json lists them under empty_classes",
             EmptyClassWarning, stacklevel=3)
 
-    jobs: list[_ShardJob] = []
+    # A shard's job (its inputs as Items) is made when a process is about to take it, from the
+    # split's compact input list (ilsvrc.Items) and one permutation array: the driver never holds
+    # per-file objects for the whole tree, so its memory stays flat with the tree's size (issue 13).
+    orders: dict[str, array] = {}
     for split, files in splits.items():
-        items = [(i, it, cls_of[it.wnid]) for i, it in enumerate(files)]
+        order = array("I" if len(files) < 2**32 else "q", range(len(files)))
         if split == "train":
-            random.Random(seed).shuffle(items)
-        for k in range(0, len(items), samples_per_shard):
-            jobs.append(
-                _ShardJob(split, k // samples_per_shard, items[k : k + samples_per_shard], str(src), str(dst),
-                          pre["shorter_side"], pre["square"], stats=(split == "train"), store=store)
-            )
+            # the permutation random.shuffle gives a list of this length (it depends on the length
+            # alone): the same shards as when the (index, item, class) tuples themselves were shuffled
+            random.Random(seed).shuffle(order)
+        orders[split] = order
+    specs = [(split, k // samples_per_shard, k) for split in splits
+             for k in range(0, len(splits[split]), samples_per_shard)]  # one per shard: (split, index, start)
+
+    def make_job(spec) -> _ShardJob:
+        split, index, start = spec
+        files = splits[split]
+        items = [(i, it, cls_of[it.wnid]) for i in orders[split][start:start + samples_per_shard] for it in (files[i],)]
+        return _ShardJob(split, index, items, str(src), str(dst), pre["shorter_side"], pre["square"],
+                         stats=(split == "train"), store=store)
+
     # shards, part records and temporary files that this conversion does not write (an earlier,
     # larger one did, or an interrupted one left them) would be mistaken for its own
-    names = {_shard_name(j.split, j.index) for j in jobs}
+    names = {_shard_name(split, index) for split, index, _ in specs}
     if store is not None:
         listing = _LISTING[store] = store_list(store)
         for name in listing:
@@ -499,23 +511,23 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
             f.unlink()
 
     records: dict[tuple[str, int], dict] = {}
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(specs) or 1))
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), unit="shard", desc=f"shards -> {store or dst}")
+        bar = tqdm(total=len(specs), unit="shard", desc=f"shards -> {store or dst}")
     pool = None
+    jobs = map(make_job, specs)  # lazy: the pool's task feeder makes each just before sending it
     if workers == 1:
         results = map(_run_job, jobs)
     else:
         pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers, initializer=_ignore_sigint)
         results = pool.imap_unordered(_run_job, jobs)
     try:
-        by_name = {_shard_name(j.split, j.index): j for j in jobs}
+        by_name = {_shard_name(split, index): (split, index) for split, index, _ in specs}
         for rec in results:
-            j = by_name[rec["name"]]
-            records[(j.split, j.index)] = rec
+            records[by_name[rec["name"]]] = rec
             if bar:
                 bar.update(1)
     except BaseException:
@@ -546,7 +558,7 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         "samples_per_shard": samples_per_shard,
     }
     for split, files in splits.items():
-        recs = [records[(split, j.index)] for j in jobs if j.split == split]
+        recs = [records[(sp, index)] for sp, index, _ in specs if sp == split]
         entry = {
             "inputs": len(files),
             "samples": sum(r["count"] for r in recs),
@@ -562,7 +574,7 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         manifest[split] = entry
     # RGB statistics of the training split (on <=64 px thumbnails): the mean that AlexNet-era
     # papers subtract and the covariance whose PCA drives AlexNet's lighting augmentation.
-    train_recs = [records[("train", j.index)] for j in jobs if j.split == "train"]
+    train_recs = [records[("train", index)] for sp, index, _ in specs if sp == "train"]
     s1 = sum((np.array(r["rgb_moments"]["sum"]) for r in train_recs), np.zeros(3))
     s2 = sum((np.array(r["rgb_moments"]["outer"]) for r in train_recs), np.zeros((3, 3)))
     n = sum(r["rgb_moments"]["pixels"] for r in train_recs)

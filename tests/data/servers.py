@@ -1,6 +1,6 @@
-"""Real servers on 127.0.0.1 for the remote-data tests: moto's S3 server and Python's http.server,
-started as child processes and stopped by PID (shared by test_remote.py, test_store_write.py,
-test_bench_remote.py)."""
+"""Real servers on 127.0.0.1 for the remote-data tests: moto's S3 server, gcp-storage-emulator's GCS
+API and Python's http.server, started as child processes and stopped by PID (shared by
+test_remote.py, test_store_write.py, test_gcs.py, test_bench_remote.py, test_readahead.py)."""
 
 import contextlib
 import os
@@ -75,6 +75,33 @@ def moto_server(log: Path, bucket: str):
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=bucket)
         yield s3
+    finally:
+        stop(proc)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def gcs_server(log: Path, bucket: str):
+    """gcp-storage-emulator's GCS JSON API, in memory, with ``bucket`` created; while the context
+    lasts STORAGE_EMULATOR_HOST (the endpoint gcsfs and Google's own clients read) points at it and
+    NO_GCE_CHECK keeps gcsfs from asking for a GCE metadata server (it then connects anonymously,
+    which the emulator accepts). Yields the endpoint URL."""
+    port = free_port()
+    proc = start([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+                  "--in-memory", "--default-bucket", bucket], log)
+    # GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT (read when gcsfs is imported): no Storage Control API call for
+    # the bucket's type, which the emulator does not serve (gcsfs falls back, with a warning, anyway)
+    env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "NO_GCE_CHECK": "true",
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        wait_for_port(port, proc)
+        yield env["STORAGE_EMULATOR_HOST"]
     finally:
         stop(proc)
         for k, v in old.items():

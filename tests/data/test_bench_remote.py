@@ -36,7 +36,11 @@ def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tm
     assert r["shards"] == len(m["train"]["shards"]) + len(m["val"]["shards"])
     downloaded = {p.name: p.read_bytes() for p in tmp_path.glob("remote-*/*.tar")}
     assert downloaded == {sh["name"]: (local / sh["name"]).read_bytes() for sh in m["train"]["shards"] + m["val"]["shards"]}
-    for what in ("route", "loader"):
+    # the plain client fetched every shard whole, on both sides
+    assert r["fetch"]["samples"] == r["fetch"]["samples_remote"] == total
+    assert r["fetch"]["bytes"] == r["fetch"]["bytes_remote"] == sum(sh["bytes"] for s in ("train", "val")
+                                                                    for sh in m[s]["shards"])
+    for what in ("fetch", "route", "loader"):
         row = r[what]
         assert row["ratio"] == pytest.approx(row["remote_samples_per_s"] / row["local_samples_per_s"])
         assert len(row["ratio_per_round"]) == 2
@@ -47,7 +51,7 @@ def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tm
     assert out.startswith(f"{url}: {r['shards']} shards, {total} samples")
     rows = re.findall(r"^\s+([\d.]+) remote\s+([\d.]+) local  ratio ([\d.]+) \(per round: [\d., ]+\)  (\w+)", out,
                       re.MULTILINE)
-    assert [row[3] for row in rows] == ["route", "training"]
+    assert [row[3] for row in rows] == ["plain", "route", "training"]
     for remote_rate, local_rate, ratio, _ in rows:
         assert float(ratio) == pytest.approx(float(remote_rate) / float(local_rate), rel=0.02, abs=0.01)
 
