@@ -1,8 +1,8 @@
 """The paper AlexNet recipe learns: the README Quickstart's own `cnnrepro fit` command ends well above chance.
 
 The command is read from the README, so the test runs what a new user runs: the recipe as written
-plus the demo overrides the README explains (fewer epochs; batch 64 with the recipe's linear batch
-rule, so lr 0.003 at the paper's batch 128 is 0.0015 per step: the paper's lr 0.01 is tuned for
+plus the demo overrides the README explains (fewer epochs; batch 32 with the recipe's linear batch
+rule, so lr 0.006 at the paper's batch 128 is 0.0015 per step: the paper's lr 0.01 is tuned for
 1000 classes and diverges on the 10-class demo). Only W&B and the progress bar are switched off.
 """
 
