@@ -549,14 +549,14 @@ def _write_all(src: Path, dst: Path, source: Source, pre: dict, *, samples_per_s
         "source": str(src),
         "source_form": source.form,
         "source_description": source.description,
-        # an ImageNetV2 test set (ilsvrc.py): the records name it, never ILSVRC-2012 val
-        "eval_set": source.eval_set,
         "classes": [{"index": i, "wnid": w, "name": source.names.get(w, w)} for i, w in enumerate(wnids)],
         "empty_classes": {split: [{"index": cls_of[w], "wnid": w} for w in ws] for split, ws in empty.items()},
         "preprocessing": {**pre, "train_order": f"shuffled across shards with seed {seed}"},
         "seed": seed,
         "samples_per_shard": samples_per_shard,
     }
+    if source.eval_set:  # an ImageNetV2 test set (ilsvrc.py): the records name it, never ILSVRC-2012 val
+        manifest["eval_set"] = source.eval_set  # (absent otherwise: ImageNet manifests are unchanged)
     for split, files in splits.items():
         recs = [records[(sp, index)] for sp, index, _ in specs if sp == split]
         entry = {
