@@ -33,9 +33,14 @@ def test_every_third_party_import_is_declared():
 @pytest.mark.slow  # builds a wheel and runs two real commands from it (about a minute on 2 shared cores)
 def test_a_non_editable_install_reads_its_recipes_and_paper_numbers(tmp_path):
     wheels, site, src = tmp_path / "wheels", tmp_path / "site", tmp_path / "src"
-    # a clean copy of the checkout: a stale build/ folder there could put deleted modules in the wheel
+    # a clean copy of the checkout: a stale build/ folder there could put deleted modules in the wheel.
+    # .venv is CI's own environment inside the checkout (.ci/run): copying it wrote 5.8 GB per run and
+    # filled a CI machine's disk
     shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "wandb", "tests", ".cache"))
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "wandb", "tests", ".cache",
+        ".venv", "venv", "demo"))
+    copied = sum(f.stat().st_size for f in src.rglob("*") if f.is_file() and not f.is_symlink())
+    assert copied < 50 * 2**20, f"the checkout copy holds {copied / 2**20:.0f} MiB: a large folder is not ignored"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)],
                    check=True, cwd=tmp_path, timeout=600)
