@@ -353,10 +353,11 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
                  batch_size: int = 32) -> dict:
     """Samples/s of a remote root's shards against the same shards read from a local folder, in
     alternating rounds of one run: wall time (the server's and the network's time is the point), one
-    process, no loader workers. Three pairs: the plain client alone (every shard fetched whole, nothing
-    parsed: the server's and client's ceiling), the route alone (every train and val sample read, tar
-    parsing and counts, sha256 on the remote side; no decode) and the training loader (TrainStream
-    with AlexNet's crop, decode included, one epoch of the training shards)."""
+    process, no loader workers, one torch thread (as in a loader worker). Three pairs: the plain
+    client alone (every shard fetched whole, nothing parsed: the server's and client's ceiling), the
+    route alone (every train and val sample read, tar parsing and counts, sha256 on the remote side;
+    no decode) and the training loader (TrainStream with AlexNet's crop, decode included, one epoch
+    of the training shards)."""
     from .remote import check_root, join
     from .shards import read_manifest
     from .stream import ShardInfo
@@ -386,14 +387,25 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
         train_local = local_shards[:len(m["train"]["shards"])]
         runs["loader:remote"] = _loader_run(train_remote, batch_size)
         runs["loader:local"] = _loader_run(train_local, batch_size)
-    counts = {k: run() for k, run in runs.items()}  # warm-up: page cache, connections, imports
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    load_before = os.getloadavg()
-    for _ in range(rounds):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            n, _ = run()
-            rates[k].append(n / (time.perf_counter() - t0))
+    import torch
+
+    # one torch thread, as in a DataLoader worker (torch's worker loop sets it): with the default two
+    # on this 2-core machine the loader's idle OpenMP threads spun on the core the server and the
+    # network client need, and the local loader burnt 3.0 CPU-ms per sample for 1.5 ms of wall time
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        counts = {k: run() for k, run in runs.items()}  # warm-up: page cache, connections, imports
+        rates: dict[str, list[float]] = {k: [] for k in runs}
+        load_before = os.getloadavg()
+        timed_threads = torch.get_num_threads()
+        for _ in range(rounds):
+            for k, run in runs.items():
+                t0 = time.perf_counter()
+                n, _ = run()
+                rates[k].append(n / (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(threads)
     med = {k: statistics.median(v) for k, v in rates.items()}
     n, nbytes = counts["route:local"]
     rows = {}
@@ -412,7 +424,8 @@ def bench_remote(root: str, *, local: str | None = None, rounds: int = 3, folder
     return {"root": root, "local": str(local_dir), "shards": len(entries), "samples": n, "mb": nbytes / 2**20,
             "rounds": rounds, "batch_size": batch_size,
             "unit": "samples per wall-clock second, median over rounds", **rows,
-            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}}
+            "machine": {"cpus": os.cpu_count(), "torch_threads": timed_threads, "loadavg_before": load_before,
+                        "loadavg_after": os.getloadavg()}}
 
 
 def _fetch_all(shards: list):
@@ -457,7 +470,8 @@ def _loader_run(shards: list, batch_size: int):
 def render_remote(r: dict) -> None:
     print(f"{r['root']}: {r['shards']} shards, {r['samples']} samples, {r['mb']:.1f} MB of images; against the same "
           f"shards in {r['local']}")
-    print(f"one process, no loader workers, {r['rounds']} alternating rounds, wall time, samples/s (median); load "
+    print(f"one process, no loader workers, one torch thread, {r['rounds']} alternating rounds, wall time, "
+          f"samples/s (median); load "
           f"average {r['machine']['loadavg_before'][0]:.1f} on {r['machine']['cpus']} CPUs")
     labels = {"fetch": "plain client alone (one whole-object GET per shard; no parsing, no hash): the ceiling",
               "route": "route alone (tar parsing, counts; sha256 on the remote side; no decode)",

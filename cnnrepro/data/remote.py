@@ -15,8 +15,9 @@ SDKs' config files, instance roles). A root holding credentials (``user:pass@`` 
 e.g. a presigned URL) is refused, because the root is saved in the run's config.
 
 Integrity while streaming: ``ShardStream`` hashes the bytes it hands to the tar reader and, at the
-shard's end, compares their count and sha256 with the manifest's. A transfer that fails or ends
-early is reopened at the byte where it stopped (a seek on object stores; on HTTP and pipes the
+shard's end, compares their count and sha256 with the manifest's. On S3 a shard is read in one
+GET of the whole object (GCS and HTTP: see ``_open``). A transfer that fails or ends early is
+reopened at the byte where it stopped (a ranged read on object stores; on HTTP and pipes the
 object is read again from its start and the bytes already seen are discarded), so the tar reader
 sees one uninterrupted byte stream: no sample is duplicated or lost. Retries wait 2**k x
 ``CNNREPRO_IO_BACKOFF`` seconds (default 1) and are bounded by ``CNNREPRO_IO_RETRIES`` per shard
@@ -56,6 +57,7 @@ _CHUNK = 1 << 20
 # chunks of _CHUNK fetched ahead of the reader, per stream (ShardStream)
 READAHEAD_CHUNKS = 4
 _JOIN_TIMEOUT = 5.0  # close() waits this long for a thread blocked in a read; it is a daemon thread
+_PUT_POLL = 0.1  # how often a read-ahead thread waiting on a full queue looks for a stop
 
 class CorruptSampleError(UserError):
     """A shard (or file) met while streaming is damaged or disagrees with the manifest."""
@@ -158,8 +160,8 @@ class _Short(Exception):
     """The transfer ended before the size the manifest records."""
 
 
-def _open(url: str, offset: int):
-    """A binary file object reading ``url`` from byte ``offset``."""
+def _open(url: str, offset: int, size: int | None = None):
+    """A binary file object reading ``url`` from byte ``offset`` (``size``: the manifest's, if known)."""
     if url.startswith("pipe:"):
         import webdataset as wds
 
@@ -168,17 +170,84 @@ def _open(url: str, offset: int):
         return f
     fs = _filesystem(url)
     if urlsplit(url).scheme in ("http", "https"):
-        # a streaming GET (block_size=0): plain http servers need not support Range requests
-        f = fs.open(url, "rb", block_size=0)
+        # one streaming GET: plain http servers need not support Range requests
+        f = _Streamed(fs, url, size)
         _discard(f, offset)
         return f
     # the object's size and ETag as they are now, not as an earlier listing in this process saw
     # them: s3fs checks the ETag while reading and refuses (FileExpired, for every retry) an object
     # replaced since it was listed
     fs.invalidate_cache(url)
+    if offset == 0:
+        try:
+            return _Streamed(fs, url)
+        except NotImplementedError:  # gcsfs has no streaming open: ranged reads below
+            pass
     f = fs.open(url, "rb", block_size=8 * _CHUNK, cache_type="readahead")
     f.seek(offset)
     return f
+
+
+class _Streamed:
+    """The object in one GET, read as it arrives (fsspec's ``open_async``, which s3fs and fsspec's
+    HTTP client implement), as webdataset's ``pipe:aws s3 cp URL -`` reads a shard. On S3, fsspec's
+    buffered file instead sends a ranged GET per block, and a store may serve each range by reading
+    the whole object (moto does), so the server's work grew with the object's size times its blocks
+    (figures: benchmarks/remote_request_cost.py); one GET is also one request's latency and price
+    per shard on a real store. A retry on S3 reopens at its byte with the ranged file (``_open``'s
+    offset), since this GET has no Range; on HTTP it streams again and skips the bytes seen."""
+
+    def __init__(self, fs, url: str, size: int | None = None):
+        from fsspec.asyn import sync
+
+        self._sync, self._loop = sync, fs.loop
+        # a known size spares fsspec's HTTP client a HEAD request (s3fs takes no size)
+        kw = {"size": size} if size is not None and urlsplit(url).scheme in ("http", "https") else {}
+        self._f = sync(fs.loop, fs.open_async, url, "rb", **kw)
+        self._error: BaseException | None = None
+
+    def read(self, n: int) -> bytes:
+        if self._error is not None:  # the bytes before it were returned by the last read
+            e, self._error = self._error, None
+            raise e
+        data, self._error = self._sync(self._loop, _read_up_to, self._f, n)
+        return data
+
+    def close(self) -> None:
+        f, self._f = self._f, None
+        if f is not None:
+            self._sync(self._loop, _close_body, f)
+
+
+async def _read_up_to(f, n: int) -> tuple[bytes, BaseException | None]:
+    """``n`` bytes of an async streamed file, fewer only at its end, and the error that cut them
+    short. aiohttp hands over what has arrived (often 64 KiB); gathering the pieces here, in fsspec's
+    event loop, crosses threads once per ``n`` bytes instead of once per piece (each crossing takes
+    the GIL from the decoding thread). Bytes that arrived before an error are returned with it, so a
+    retry reopens at the last byte received."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            more = await f.read(n - got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+    except Exception as e:  # noqa: BLE001 -- raised by the next read(), after these bytes
+        if not parts:
+            raise
+        return b"".join(parts), e
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None
+
+
+async def _close_body(f) -> None:
+    """Release the GET's connection in fsspec's event loop, where aiohttp's response lives, and
+    close the file there (its close is a coroutine: left to its finalizer, it is never awaited)."""
+    body, f.r = getattr(f, "r", None), None  # s3fs's body / fsspec's aiohttp response, once read from
+    if body is not None:
+        body.close()
+    await f.close()
 
 
 def _discard(f, n: int) -> None:
@@ -229,7 +298,7 @@ class _Transfer:
         while True:
             try:
                 if self._f is None:
-                    self._f = _open(self.url, self.pos)
+                    self._f = _open(self.url, self.pos, self.size)
                 chunk = self._f.read(n)  # a pipe allocates what is asked
                 if not chunk and self.size is not None and self.pos < self.size:
                     raise _Short(f"the transfer ended at byte {self.pos} of {self.size}")
@@ -271,7 +340,7 @@ def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
     """Put ``item`` on the bounded queue, waiting for room unless the stream is closed meanwhile."""
     while not stop.is_set():
         try:
-            q.put(item, timeout=0.1)
+            q.put(item, timeout=_PUT_POLL)
             return True
         except queue.Full:
             pass
@@ -424,11 +493,19 @@ class ShardStream:
     def close(self) -> None:
         """Stop the read-ahead thread and wait for it (it closes the transfer)."""
         self._stop.set()
-        if self._thread is not threading.current_thread():
-            # it notices within 0.1 s unless blocked in a read, which ends with the transfer's timeout
-            self._thread.join(timeout=_JOIN_TIMEOUT)
         self._buf, self._off = b"", 0
-        while True:  # the chunks fetched ahead and not read: freed now, not with the stream
+        # the chunks fetched ahead and not read are freed now, not with the stream; and a thread
+        # waiting to put one more on the full queue gets the room at once, sees the stop and ends
+        # (otherwise it noticed at its next 0.1 s poll: a loader stopping mid-shard at each epoch's
+        # end waited that long, 4 % of a 1,000-sample epoch in benchmarks/remote_streaming.py)
+        self._drain()
+        if self._thread is not threading.current_thread():
+            # unless blocked in a read, which ends with the transfer's timeout
+            self._thread.join(timeout=_JOIN_TIMEOUT)
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
             try:
                 self._q.get_nowait()
             except queue.Empty:

@@ -21,6 +21,7 @@ twice). Ranks may run different numbers of batches; evaluation has no per-step c
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -35,6 +36,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from .remote import CorruptSampleError, ShardStream, is_remote
 
 __all__ = ["ShardInfo", "TrainStream", "EvalStream", "split_range", "CorruptSampleError"]
+
+log = logging.getLogger(__name__)
 
 
 REWRITE = ("rerun `cnnrepro shards SRC DST` as it was written (it rewrites damaged shards); "
@@ -130,10 +133,15 @@ def tar_samples(f, path: str):
         yield sample
 
 
-def _remote_tar_samples(shard: "ShardInfo"):
+def _open_remote(shard: ShardInfo) -> ShardStream:
+    return ShardStream(shard.url, size=shard.bytes, sha256=shard.sha256)
+
+
+def _remote_tar_samples(shard: "ShardInfo", stream: ShardStream | None = None):
     """The samples of a remote shard, its bytes hashed as they stream and checked at its end
-    against the manifest (cnnrepro.data.remote); a reader that stops early checks nothing."""
-    s = ShardStream(shard.url, size=shard.bytes, sha256=shard.sha256)
+    against the manifest (cnnrepro.data.remote); a reader that stops early checks nothing.
+    ``stream``: the shard's stream if it was opened ahead (TrainStream), else one is opened."""
+    s = stream if stream is not None else _open_remote(shard)
     try:
         yield from tar_samples(s, shard.url)
         s.finish()
@@ -141,12 +149,13 @@ def _remote_tar_samples(shard: "ShardInfo"):
         s.close()
 
 
-def _samples(shard: "ShardInfo", meta: bool = False):
+def _samples(shard: "ShardInfo", meta: bool = False, stream: ShardStream | None = None):
     """(key, jpg bytes, class index) of each sample of one tar shard, in order; with ``meta``, also
-    the source path the shard writer stored in the sample's ``.json`` (None if it has none)."""
+    the source path the shard writer stored in the sample's ``.json`` (None if it has none).
+    ``stream``: a remote shard's stream opened ahead."""
     url = shard.url
     if is_remote(url):
-        source = _remote_tar_samples(shard)
+        source = _remote_tar_samples(shard, stream)
     elif os.path.isfile(url):
         source = local_tar_samples(url)
     else:
@@ -181,11 +190,11 @@ def _source_path(sample: dict) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _shard_samples(shard: ShardInfo, meta: bool = False):
+def _shard_samples(shard: ShardInfo, meta: bool = False, stream: ShardStream | None = None):
     """(key, image bytes, class index) of each sample of a shard or of a group of files, in order;
     with ``meta``, also its source path (``_samples``; a file's own path)."""
     if not shard.files:
-        yield from _samples(shard, meta)
+        yield from _samples(shard, meta, stream)
         return
     from .ilsvrc import read_item
 
@@ -200,10 +209,10 @@ def _shard_samples(shard: ShardInfo, meta: bool = False):
         yield (item.path, data, label, item.path) if meta else (item.path, data, label)
 
 
-def _counted(shard: ShardInfo, meta: bool = False):
+def _counted(shard: ShardInfo, meta: bool = False, stream: ShardStream | None = None):
     """The samples of a shard, checked against the manifest's count as they stream."""
     n = 0
-    for s in _shard_samples(shard, meta):
+    for s in _shard_samples(shard, meta, stream):
         n += 1
         if n > shard.count:
             raise CorruptSampleError(f"{shard.url} holds more than the {shard.count} samples the manifest says: "
@@ -228,6 +237,31 @@ def _decode(transform, url, key, data, rng):
 def _worker() -> tuple[int, int]:
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+# A remote training shard's stream is opened this many samples before the end of the shard being
+# read, so its first bytes are on hand when it is drawn: the time to the first byte of each shard
+# (5-12 ms on loopback, tens of ms on a real store) otherwise stalled the decoding thread at every
+# shard's start. Early enough to cover that wait, late enough that the opened connection is not
+# left idle for long (a store may drop it; that would cost a retry).
+AHEAD_SAMPLES = 64
+
+
+def _next_draw(rng: random.Random, shards: list, taken: int, count: int, total: int, buffer: int):
+    """The shard TrainStream.__iter__ will draw after the one just drawn, found ahead of time on a
+    copy of its generator: until that draw the loop makes, for each of this shard's ``count``
+    samples (numbered from ``taken``) that arrives once the shuffle buffer is full, one
+    ``randrange(buffer)`` and one ``getrandbits(64)``, and it draws again only if it takes more
+    than ``total`` samples in all. None if it does not. Drawing the next shard early from ``rng``
+    itself would change every seeded order (and exact resume against earlier runs)."""
+    if taken + count >= total:
+        return None
+    sim = random.Random()
+    sim.setstate(rng.getstate())
+    for _ in range(max(taken, buffer), taken + count):
+        sim.randrange(buffer)
+        sim.getrandbits(64)
+    return sim.choice(shards)
 
 
 class TrainStream(IterableDataset):
@@ -299,11 +333,40 @@ class TrainStream(IterableDataset):
         rng = random.Random(int(seq.generate_state(1, np.uint64)[0]))
         quota = self.worker_quota(worker, num_workers)
 
+        # the samples this loop takes in all: the buffer's fill, then one per sample it yields
+        total = self.shuffle_buffer + quota * self.batch_size if quota else 0
+
         def sample_stream():
-            while True:
-                shard = rng.choice(self.shards)
-                # counted: a short shard drawn with replacement must stop the run, not shrink it
-                yield from ((shard.url, *s) for s in _counted(shard))
+            taken = 0
+            ahead = None  # (shard, its stream): a remote shard opened before it is drawn (_next_draw)
+            try:
+                while True:
+                    shard = rng.choice(self.shards)
+                    stream = None
+                    if ahead is not None:
+                        (guess, stream), ahead = ahead, None
+                        if guess is not shard:  # only if _next_draw no longer mirrors this loop
+                            log.warning("training stream: %s was opened ahead but %s was drawn; it is "
+                                        "read from its start (no sample differs)", guess.url, shard.url)
+                            stream.close()
+                            stream = None
+                    nxt = _next_draw(rng, self.shards, taken, shard.count, total, self.shuffle_buffer)
+                    if nxt is not None and (nxt.files or not is_remote(nxt.url)):
+                        nxt = None  # local files need no head start
+                    open_at = max(0, shard.count - AHEAD_SAMPLES)
+                    # counted: a short shard drawn with replacement must stop the run, not shrink it
+                    samples = _counted(shard, stream=stream)
+                    try:
+                        for j, s in enumerate(samples):
+                            if j == open_at and nxt is not None:
+                                ahead, nxt = (nxt, _open_remote(nxt)), None
+                            taken += 1
+                            yield (shard.url, *s)
+                    finally:
+                        samples.close()
+            finally:
+                if ahead is not None:
+                    ahead[1].close()
 
         buf: list = []
         batch_x, batch_y = [], []

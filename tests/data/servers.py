@@ -46,6 +46,40 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
+def environment(env: dict):
+    """``env`` set in os.environ while the context lasts; the earlier values (or their absence) after."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def port_file_server(cmd: list, port_file: Path, log: Path):
+    """A server that picks its own port and writes it to ``port_file`` once it listens (the fault
+    servers: fault_http_server.py, cut_proxy.py). Yields the port."""
+    port_file.unlink(missing_ok=True)
+    proc = start(cmd, log)
+    try:
+        end = time.monotonic() + 30
+        while not port_file.exists() and time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: see {log}")
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
 def http_server(directory: Path, log: Path):
     """``http://127.0.0.1:PORT`` serving ``directory``."""
     port = free_port()
@@ -66,22 +100,16 @@ def moto_server(log: Path, bucket: str):
     proc = start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        wait_for_port(port, proc)
-        import boto3
+        with environment(env):
+            wait_for_port(port, proc)
+            import boto3
 
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=bucket)
-        yield s3
+            s3 = boto3.client("s3")
+            s3.create_bucket(Bucket=bucket)
+            yield s3
     finally:
         stop(proc)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -97,15 +125,9 @@ def gcs_server(log: Path, bucket: str):
     # the bucket's type, which the emulator does not serve (gcsfs falls back, with a warning, anyway)
     env = {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "NO_GCE_CHECK": "true",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        wait_for_port(port, proc)
-        yield env["STORAGE_EMULATOR_HOST"]
+        with environment(env):
+            wait_for_port(port, proc)
+            yield env["STORAGE_EMULATOR_HOST"]
     finally:
         stop(proc)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

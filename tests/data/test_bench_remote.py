@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 from servers import http_server
 from test_shards import _tree
 
@@ -26,9 +27,12 @@ def test_bench_data_on_an_http_root_prints_both_rates_and_their_ratio(served, tm
     url, local = served
     m = read_manifest(local)
     total = m["train"]["samples"] + m["val"]["samples"]
+    threads = torch.get_num_threads()
     assert bench_main("bench", ["data", "--root", url, "--rounds", "2", "--dir", str(tmp_path), "--json",
                                 "--batch-size", "8"]) == 0
     r = json.loads(capsys.readouterr().out)
+    # timed on one torch thread, as in a loader worker, and the caller's setting is given back
+    assert r["machine"]["torch_threads"] == 1 and torch.get_num_threads() == threads
     assert r["samples"] == total
     assert r["route"]["samples"] == r["route"]["samples_remote"] == total
     n_train = m["train"]["samples"] // 8 * 8  # an epoch of whole batches of 8

@@ -103,6 +103,20 @@ def test_closing_or_dropping_a_stream_ends_its_thread(blob):
     assert _wait(lambda: not _readahead_threads(), timeout=5)
 
 
+def test_close_ends_a_thread_waiting_on_a_full_queue_at_once(blob, monkeypatch):
+    """A loader that stops mid-shard (each epoch's end) must not wait for the thread's next poll:
+    close() makes room on the queue, so the thread's put returns and it sees the stop."""
+    monkeypatch.setattr(remote, "_PUT_POLL", 60.0)  # a poll that would outlast close()'s wait
+    url, size, digest = blob
+    s = ShardStream(url, size=size, sha256=digest)
+    s.read(10)
+    assert _wait(lambda: s._q.full())  # the thread now waits to put one more chunk
+    t0 = time.monotonic()
+    s.close()
+    assert time.monotonic() - t0 < remote._JOIN_TIMEOUT  # ended, not given up on after the timeout
+    assert not _readahead_threads()
+
+
 def test_a_generator_stopped_early_ends_the_thread_of_its_shard(blob):
     from cnnrepro.data.stream import ShardInfo, _remote_tar_samples
 

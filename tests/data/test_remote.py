@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from ddp_runner import run_ranks
 from servers import free_port as _free_port
-from servers import http_server, moto_server
+from servers import http_server, moto_server, port_file_server
 from servers import start as _start
 from servers import stop as _stop
 from servers import wait_for_port as _wait_for_port
@@ -84,18 +84,10 @@ def cut_server(local, request):
     """The fault server over intact/: the first ``request.param`` GETs of every shard are cut mid-way."""
     _, served = local
     port_file = Path(str(served) + f".port{request.param}")
-    port_file.unlink(missing_ok=True)
-    proc = _start([sys.executable, str(HERE / "fault_http_server.py"), str(served / "intact"), str(port_file),
-                   str(request.param)], served.with_name(f"cut{request.param}.log"))
-    try:
-        end = time.monotonic() + 30
-        while not port_file.exists() and time.monotonic() < end:
-            time.sleep(0.05)
-        port = int(port_file.read_text())
-        _wait_for_port(port, proc)
+    with port_file_server([sys.executable, str(HERE / "fault_http_server.py"), str(served / "intact"),
+                           str(port_file), str(request.param)], port_file,
+                          served.with_name(f"cut{request.param}.log")) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
 
 
 def _dm(root, **kw):
@@ -189,6 +181,60 @@ def test_a_transfer_cut_mid_shard_is_retried_with_no_sample_lost_or_repeated(loc
     n_val = len(_dm(dst).manifest["val"]["shards"])
     assert ShardStream.retries_total - before == n_val  # one cut per shard, each retried once
     assert sum("retry 1/3 of" in r.getMessage() for r in caplog.records) == n_val
+
+
+@pytest.fixture
+def s3_via_proxy(local, s3_server, request, monkeypatch):
+    """The S3 server behind cut_proxy.py, which logs each request's Range header and cuts the first
+    ``request.param`` whole-object GETs of every shard mid-way. Yields the intact shards' root and
+    the request log."""
+    _, served = local
+    tag = f"proxy{request.param}-{time.monotonic_ns()}"
+    port_file, log = Path(f"{served}.{tag}.port"), served.with_name(f"{tag}.requests")
+    upstream = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    with port_file_server([sys.executable, str(HERE / "cut_proxy.py"), str(upstream), str(port_file), str(log),
+                           str(request.param)], port_file, served.with_name(f"{tag}.log")) as port:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+        yield s3_server + "/intact", log
+
+
+def _shard_gets(log: Path) -> dict[str, list[str]]:
+    """The Range header of every GET of a .tar object, per object, in order."""
+    gets: dict[str, list[str]] = {}
+    for line in log.read_text().splitlines():
+        method, path, rng = line.split(" ", 2)
+        if method == "GET" and path.split("?")[0].endswith(".tar"):
+            gets.setdefault(path.split("?")[0].rsplit("/", 1)[1], []).append(rng)
+    return gets
+
+
+@pytest.mark.parametrize("s3_via_proxy", [0], indirect=True)
+def test_an_s3_shard_streams_in_one_get_of_the_whole_object(local, s3_via_proxy):
+    """One GET per shard, as `pipe:aws s3 cp URL -` does: fsspec's buffered file sent a ranged GET
+    per block, and a store may serve each by reading the whole object (moto does)."""
+    dst, _ = local
+    root, log = s3_via_proxy
+    _same(_eval_batches(_dm(root)), _eval_batches(_dm(dst)))
+    names = [sh["name"] for sh in _dm(dst).manifest["val"]["shards"]]
+    assert _shard_gets(log) == {name: ["-"] for name in names}
+
+
+@pytest.mark.parametrize("s3_via_proxy", [1], indirect=True)
+def test_an_s3_transfer_cut_mid_shard_resumes_at_its_byte(local, s3_via_proxy, fast_retries, caplog):
+    dst, _ = local
+    root, log = s3_via_proxy
+    with caplog.at_level(logging.WARNING, logger="cnnrepro.data.remote"):
+        got = _eval_batches(_dm(root))
+    _same(got, _eval_batches(_dm(dst)))  # no sample lost or repeated
+    shards = _dm(dst).manifest["val"]["shards"]
+    assert sum("retry 1/3 of s3://" in r.getMessage() for r in caplog.records) == len(shards)
+    gets = _shard_gets(log)
+    for sh in shards:
+        first, *rest = gets[sh["name"]]
+        # cut after half of the object: read on with ranged GETs from the byte reached, not from 0
+        assert first == "-" and rest and rest[0].startswith("bytes=")
+        start = int(rest[0].split("=")[1].split("-")[0])
+        assert 0 < start <= sh["bytes"] // 2, (sh["name"], rest)
 
 
 @pytest.mark.parametrize("cut_server", [100], indirect=True)
@@ -292,3 +338,77 @@ def test_training_batches_through_cut_transfers_equal_the_local_ones(local, cut_
     got = epoch(cut_server)
     assert ShardStream.retries_total > before  # the cuts happened and were retried
     _same(got, epoch(dst))
+
+
+def _train_epoch(root, **kw):
+    dm = _dm(root, shuffle_buffer=kw.pop("shuffle_buffer", 5), **kw)
+    dm.setup("fit")
+    return list(dm.train_dataloader())
+
+
+@pytest.mark.parametrize("shuffle_buffer,ahead", [(1, 64), (5, 2), (13, 64), (13, 1)])
+def test_remote_training_shards_are_opened_ahead_of_their_draw_with_the_same_batches(local, http_root, monkeypatch,
+                                                                                    caplog, shuffle_buffer, ahead):
+    """Each remote shard but the epoch's first is opened before the training stream draws it, from
+    the draw foreseen on a copy of the generator: every foresight is the shard then drawn (one
+    open per shard read, no warning), and the batches are those read locally."""
+    from cnnrepro.data import stream as stream_mod
+
+    dst, _ = local
+    monkeypatch.setattr(stream_mod, "AHEAD_SAMPLES", ahead)  # opened at a shard's first sample, or mid-shard
+    opened, draws, foreseen = [], [], []
+    open_remote, counted, next_draw = stream_mod._open_remote, stream_mod._counted, stream_mod._next_draw
+    monkeypatch.setattr(stream_mod, "_open_remote", lambda sh: opened.append(sh.url) or open_remote(sh))
+    monkeypatch.setattr(stream_mod, "_counted", lambda sh, *a, **k: draws.append(sh.url) or counted(sh, *a, **k))
+    monkeypatch.setattr(stream_mod, "_next_draw", lambda *a: foreseen.append(next_draw(*a)) or foreseen[-1])
+    with caplog.at_level(logging.WARNING, logger="cnnrepro.data.stream"):
+        got = _train_epoch(http_root + "/intact", shuffle_buffer=shuffle_buffer)
+    assert not [r for r in caplog.records if "opened ahead" in r.getMessage()]
+    assert sorted(opened) == sorted(draws)  # every shard drawn opened once: the ones opened ahead were used
+    assert len(draws) > 2 and sum(f is not None for f in foreseen) == len(draws) - 1  # all but the first ahead
+    _same(got, _train_epoch(dst, shuffle_buffer=shuffle_buffer))
+
+
+def test_a_shard_opened_ahead_that_is_not_drawn_is_closed_and_changes_nothing(local, http_root, monkeypatch, caplog):
+    from cnnrepro.data import stream as stream_mod
+
+    dst, _ = local
+    # a foresight that is always wrong (the stream's loop changed without _next_draw): only the
+    # prefetch is wasted, the stream reads the shard actually drawn
+    monkeypatch.setattr(stream_mod, "_next_draw",
+                        lambda rng, shards, *a: next(s for s in shards if s is not shards[0]))
+    with caplog.at_level(logging.WARNING, logger="cnnrepro.data.stream"):
+        got = _train_epoch(http_root + "/intact")
+    _same(got, _train_epoch(dst))
+    assert any("was opened ahead but" in r.getMessage() for r in caplog.records)
+    assert _wait_no_readahead_threads()
+
+
+def _wait_no_readahead_threads(timeout: float = 5) -> bool:
+    import threading
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not [t for t in threading.enumerate() if t.name.startswith("cnnrepro-readahead") and t.is_alive()]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_remote_training_with_workers_and_a_mid_epoch_resume_gives_the_local_batches(local, http_root):
+    """Shards opened ahead in two loader workers, and from a resume's skipped batches on."""
+    dst, _ = local
+
+    from cnnrepro.data.stream import TrainStream
+
+    def batches(root, start):
+        dm = _dm(root)
+        dm.setup("fit")
+        ds = TrainStream(dm._shards("train"), batch_size=4, transform=dm.train_transform, shuffle_buffer=7)
+        ds.set_start_batch(start)
+        return list(DataLoader(ds, batch_size=None, num_workers=2))
+
+    for start in (0, 3):
+        got = batches(http_root + "/intact", start)
+        assert len(got) > 0
+        _same(got, batches(dst, start))

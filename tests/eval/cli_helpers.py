@@ -1,5 +1,6 @@
 """What the end-to-end tests of `cnnrepro validate` / `test` share: the real console script run as a
-user runs it, and real shards of real JPEGs (the demo generator's) to run it on.
+user runs it, real shards of real JPEGs (the demo generator's) to run it on, and one Lightning
+validate under a protocol for the tests that call the module directly.
 
 Imported as ``from cli_helpers import ...`` (pytest puts this folder on sys.path, as for coord_images).
 """
@@ -33,3 +34,18 @@ def demo_shards(tmp_path_factory, name: str, *, val_per_class: int, samples_per_
     build_demo_tree(root / "tree", train_per_class=1, val_per_class=val_per_class)
     write_shards(root / "tree", root / "shards", samples_per_shard=samples_per_shard, workers=1, progress=False)
     return root
+
+
+def lightning_validate(model, dm, protocol):
+    """``model`` (a ClassifierModule) validated on ``dm`` under ``protocol`` by a quiet CPU Trainer:
+    its result, or one result per protocol for a ProtocolSet."""
+    import pytorch_lightning as pl
+
+    from cnnrepro.eval.protocols import ProtocolSet
+
+    dm.protocol = protocol
+    model.set_eval_protocol(protocol)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    return model.last_val_protocols if isinstance(protocol, ProtocolSet) else model.last_val

@@ -5,11 +5,9 @@ Lightning validate, a tiny net), one record each."""
 import json
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import yaml
-
-from cli_helpers import QUIET, REPO, demo_shards, run_cli
+from cli_helpers import QUIET, REPO, demo_shards, lightning_validate, run_cli
 
 from cnnrepro.data.datamodule import ImageNetDataModule
 from cnnrepro.eval import ProtocolError, build_protocol
@@ -40,12 +38,7 @@ def _model() -> ClassifierModule:
 
 def _validate(model, shards, protocol, batch_size):
     dm = ImageNetDataModule(root=shards, batch_size=batch_size, num_workers=1, resize=56, crop=48)
-    dm.protocol = protocol
-    model.set_eval_protocol(protocol)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.validate(model, datamodule=dm, verbose=False)
-    return model.last_val_protocols if isinstance(protocol, ProtocolSet) else model.last_val
+    return lightning_validate(model, dm, protocol)
 
 
 SMALL = [  # every kind of protocol (crops, whole images, both) at sizes a 48-px net runs in a blink

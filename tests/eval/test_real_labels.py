@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from cli_helpers import lightning_validate
 
 from cnnrepro.data.datamodule import DataConfigError, ImageNetDataModule
 from cnnrepro.eval import build_protocol
@@ -86,15 +86,6 @@ def readme_real_top1(preds: dict[int, int], real: list[list[int]]) -> tuple[floa
     return 100.0 * sum(hits) / len(hits), len(hits)
 
 
-def _validate(model, dm, protocol):
-    dm.protocol = protocol
-    model.set_eval_protocol(protocol)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
-    trainer.validate(model, datamodule=dm, verbose=False)
-    return model.last_val_protocols if isinstance(protocol, ProtocolSet) else model.last_val
-
-
 @pytest.mark.slow  # four Lightning validations of a 48-px SqueezeNet over 10 JPEGs
 @pytest.mark.parametrize("form", ["tree", "shards"])
 def test_real_top1_equals_the_readme_formula_on_the_models_own_predictions(data, tmp_path, form):
@@ -110,11 +101,11 @@ def test_real_top1_equals_the_readme_formula_on_the_models_own_predictions(data,
     root = tree if form == "tree" else shards
     dm = ImageNetDataModule(root=str(root), batch_size=3, num_workers=1, resize=56, crop=48, mean=MEAN,
                             real_labels=str(tmp_path / "real.json"))
-    got = _validate(model, dm, center)
+    got = lightning_validate(model, dm, center)
     assert got["samples"] == 10 and got["real_samples"] == labelled
     assert got["real_top1"] == pytest.approx(want, abs=1e-9)
     # `--protocol all`: each protocol ranks its own views and is scored on its own top-1
-    both = _validate(model, dm, ProtocolSet([center, flip]))
+    both = lightning_validate(model, dm, ProtocolSet([center, flip]))
     for res, name in zip(both, ("center", "flip")):
         ref, n = readme_real_top1(preds[name], real)
         assert res["real_samples"] == n and res["real_top1"] == pytest.approx(ref, abs=1e-9), name
