@@ -229,7 +229,7 @@ def bench_data(*, root: str | None = None, preset: str = "default", images: int 
     import torch
 
     from .shards import write_shards
-    from .transforms import decode_stats, reset_decode_stats
+    from .transforms import decode_stats, region_decoding, reset_decode_stats
 
     torch.set_num_threads(1)  # one core: PIL is single-threaded; torch ops must be too
     cache = Path(folder) if folder else cache_dir() / f"bench-v{BENCH_VERSION}"
@@ -283,6 +283,8 @@ def bench_data(*, root: str | None = None, preset: str = "default", images: int 
                         "max": max(rates["torchvision"])},
         "decode": {"images_per_cpu_s": med["decode"], "min": min(rates["decode"]), "max": max(rates["decode"])},
         "decode_stats": stats,
+        # whether cnnrepro.data._jpeg is built: without it every family decodes whole files
+        "region_decoding": region_decoding(),
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
     }
 
@@ -304,8 +306,13 @@ def render_data(result: dict) -> None:
     print(f"  {tv['images_per_cpu_s']:8.1f}  ({tv['min']:.1f}-{tv['max']:.1f})  torchvision: ImageFolder + "
           f"RandomResizedCrop({result['crop']}) + flip + ToTensor + Normalize")
     print(f"  {dec['images_per_cpu_s']:8.1f}  ({dec['min']:.1f}-{dec['max']:.1f})  decode: bare full-resolution PIL decode")
-    print(f"decoded by libjpeg-turbo (simplejpeg): {stats['libjpeg_turbo']}, PIL fallback: {stats['fallback']}"
+    print(f"decoded by libjpeg-turbo: {stats['libjpeg_turbo']} (of them only the crop's region: {stats['region']}), "
+          f"PIL fallback: {stats['fallback']}"
           + (" (" + ", ".join(f"{k} {v}" for k, v in stats["fallback_reasons"].items()) + ")" if stats["fallback"] else ""))
+    if not result.get("region_decoding", True):
+        from .transforms import REGION_MISSING
+
+        print("region decoding OFF: " + REGION_MISSING)
 
 
 def _download(root: str, manifest: dict, dest: Path) -> Path:

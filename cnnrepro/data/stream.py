@@ -100,10 +100,18 @@ def tar_samples(f, path: str):
             break  # end of archive
         typ = hdr[156:157]
         size = int(pax.get("size", _tar_number(hdr[124:136]))) if typ in (b"0", b"\0") else _tar_number(hdr[124:136])
-        data = f.read(size + (-size) % 512)  # the member and its padding to the next 512-byte block
-        if len(data) < size:
+        # the member and its padding to the next 512-byte block: one read for a small member (a label,
+        # a PAX header), two for a large one, whose bytes a slice would copy again (~110 KB a JPEG)
+        pad = (-size) % 512
+        if size < 1 << 16:
+            data = f.read(size + pad)
+            short = len(data) < size + pad
+            data = data[:size]
+        else:
+            data = f.read(size)
+            short = len(data) < size or len(f.read(pad)) < pad
+        if short:
             raise CorruptSampleError(f"{path} ends inside a member: the shard is truncated; {REWRITE}")
-        data = data[:size]
         if typ == b"x":  # PAX extended header for the next member: "len key=value\n" records
             for rec in data.decode("utf-8").splitlines():
                 k, _, v = rec.partition(" ")[2].partition("=")

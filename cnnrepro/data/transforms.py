@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import random
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -26,9 +27,28 @@ try:  # libjpeg-turbo bundled in its wheel; without it every JPEG takes the (cou
 except ImportError:  # pragma: no cover - a dependency in pyproject.toml
     simplejpeg = None
 
+try:  # our extension (cnnrepro/data/_jpeg.c, built by setup.py where libjpeg-turbo's headers are)
+    from . import _jpeg
+except ImportError:  # the install found no libjpeg headers: whole-image decoding, the same pixels
+    _jpeg = None
+REGION_MISSING = ("cnnrepro.data._jpeg is not built (no libjpeg-turbo headers at install time): the loaders decode "
+                  "whole images, the same pixels, slower. Fix: apt-get install libjpeg62-turbo-dev (Ubuntu: "
+                  "libjpeg-turbo8-dev), then pip install -e . again")
+_WARNED = []
+
+
+def region_decoding() -> bool:
+    """Whether this install decodes only the region a crop reads (``cnnrepro.data._jpeg``); warns
+    once per process when it does not."""
+    if _jpeg is None and not _WARNED:
+        _WARNED.append(True)
+        warnings.warn(REGION_MISSING, stacklevel=2)
+    return _jpeg is not None
+
 __all__ = ["decode_rgb", "read_header", "decode_full", "decode_stats", "reset_decode_stats", "resized_window",
-           "crop_resized_uint8", "resized_size", "resize_shorter", "center_offset", "center_crop", "eval_preprocessing",
-           "AlexNetTrain", "ScaleJitterTrain", "InceptionCropTrain", "CenterCrop", "BatchNormalize", "TRAIN_TRANSFORMS"]
+           "window_of_resized", "region_decoding", "crop_resized_uint8", "resized_size", "resize_shorter",
+           "center_offset", "center_crop", "eval_preprocessing", "AlexNetTrain", "ScaleJitterTrain",
+           "InceptionCropTrain", "CenterCrop", "BatchNormalize", "TRAIN_TRANSFORMS"]
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
@@ -52,17 +72,19 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     return img.convert("RGB")
 
 
-# What decoded the training images of this process: "libjpeg_turbo" (simplejpeg) or the reason a
-# file took the PIL fallback. Per process: a loader worker counts its own files.
+# What decoded the training images of this process: "libjpeg_turbo" (simplejpeg or our extension;
+# "region" counts those of them decoded only around their crop) or the reason a file took the PIL
+# fallback. Per process: a loader worker counts its own files.
 _DECODE_STATS: Counter = Counter()
 FALLBACK_REASONS = ("cmyk", "not_jpeg", "binding_error", "binding_missing")
 
 
 def decode_stats() -> dict:
-    """{"libjpeg_turbo": n, "fallback": n, "fallback_reasons": {reason: n}} of this process."""
-    reasons = {k: v for k, v in _DECODE_STATS.items() if k != "libjpeg_turbo"}
-    return {"libjpeg_turbo": _DECODE_STATS["libjpeg_turbo"], "fallback": sum(reasons.values()),
-            "fallback_reasons": reasons}
+    """{"libjpeg_turbo": n, "region": n, "fallback": n, "fallback_reasons": {reason: n}} of this
+    process; "region" (of the libjpeg_turbo files) decoded only the MCUs around their crop."""
+    reasons = {k: v for k, v in _DECODE_STATS.items() if k not in ("libjpeg_turbo", "region")}
+    return {"libjpeg_turbo": _DECODE_STATS["libjpeg_turbo"], "region": _DECODE_STATS["region"],
+            "fallback": sum(reasons.values()), "fallback_reasons": reasons}
 
 
 def reset_decode_stats() -> None:
@@ -114,6 +136,43 @@ def decode_full(data: bytes, reason: str | None, min_size: tuple[int, int] | Non
     return np.array(Image.open(io.BytesIO(data)).convert("RGB"))  # a writable copy, as torch wants
 
 
+def window_of_resized(data: bytes, size: tuple[int, int], reason: str | None, resized: tuple[int, int], x0: int,
+                      y0: int, cw: int, ch: int, flip: bool = False,
+                      box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """The ``cw`` x ``ch`` window at (x0, y0) of the image (``size`` = (W, H), ``reason`` from
+    ``read_header``) resized to ``resized`` = (W', H') by PIL's antialiased bilinear filter,
+    optionally mirrored; uint8 CHW. With ``box`` = (bx, by, bw, bh) the image is that box of the
+    file, cut first (PIL's ``crop`` then ``resize``: nothing outside it is read, as torchvision's
+    ``RandomResizedCrop`` on a PIL image). The pixels of PIL's decode, crop, resize, crop and flip,
+    bit for bit (tests/data/test_region_decode.py), on every path:
+
+    - our extension (``_jpeg.decode_resized_window``): libjpeg-turbo decodes only the MCU rows and
+      columns the window's filter reads, and PIL's resampler runs for the window alone;
+    - a file it cannot decode (``reason``: CMYK, not a JPEG, a libjpeg warning) is decoded whole by
+      PIL (counted in ``decode_stats``) and resampled by the same code;
+    - without the extension (``region_decoding``): whole decode, then PIL itself."""
+    (w, h), (rw, rh) = size, resized
+    bx, by, bw, bh = box if box is not None else (0, 0, w, h)
+    geometry = (bw, bh, rw, rh, x0, y0, cw, ch, flip, bx, by, w, h)
+    if region_decoding():
+        if reason is None:
+            try:
+                out = _jpeg.decode_resized_window(data, *geometry)
+                _DECODE_STATS["libjpeg_turbo"] += 1
+                _DECODE_STATS["region"] += 1
+                return torch.frombuffer(out, dtype=torch.uint8).view(3, ch, cw)
+            except ValueError:  # strict, as decode_full: a libjpeg warning or error and PIL decides
+                reason = "binding_error"
+        out = _jpeg.resized_window(np.ascontiguousarray(decode_full(data, reason)), *geometry)
+        return torch.frombuffer(out, dtype=torch.uint8).view(3, ch, cw)
+    img = Image.fromarray(decode_full(data, reason))
+    if box is not None:
+        img = img.crop((bx, by, bx + bw, by + bh))
+    img = img.resize(resized, Image.BILINEAR) if resized != (bw, bh) else img
+    img = img.crop((x0, y0, x0 + cw, y0 + ch))
+    return to_uint8_tensor(img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img)
+
+
 def resized_window(arr: np.ndarray, resized: tuple[int, int], x0: int, y0: int, cw: int, ch: int,
                    flip: bool) -> torch.Tensor:
     """The ``cw`` x ``ch`` window at (x0, y0) of the image ``arr`` (H x W x 3 uint8) resized to
@@ -121,8 +180,8 @@ def resized_window(arr: np.ndarray, resized: tuple[int, int], x0: int, y0: int, 
 
     The resize is torch's vectorised uint8 antialiased bilinear filter on channels-last memory:
     the algorithm of PIL's ``resize(BILINEAR)`` (``resize_shorter``), equal to it up to the
-    fixed-point rounding of its two passes (tests/data/test_transforms.py states the tolerance),
-    at about a quarter of its cost on one core."""
+    fixed-point rounding of its two passes. Only the opt-in ``reduced_decode`` path uses it, on a
+    DCT-scaled image (other pixels anyway); the default path is ``window_of_resized``."""
     h, w = arr.shape[:2]
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)  # HWC memory: a channels-last view
     if resized != (w, h):
@@ -133,13 +192,14 @@ def resized_window(arr: np.ndarray, resized: tuple[int, int], x0: int, y0: int, 
 
 
 def crop_resized_uint8(data: bytes, out: int, sample_box, reduced_decode: bool = False) -> torch.Tensor:
-    """Decode JPEG bytes, cut the box ``sample_box(w, h) -> (x0, y0, cw, ch)`` drawn on the full
-    image size, resize it to ``out`` x ``out`` (bilinear, antialiased); uint8 CHW.
+    """Decode JPEG bytes, cut the box ``sample_box(w, h) -> (x0, y0, cw, ch[, flip])`` drawn on the
+    full image size, resize it to ``out`` x ``out`` (bilinear, antialiased), mirrored if ``flip``;
+    uint8 CHW.
 
     The training loader's path (``cnnrepro bench data`` measures it): the header gives the size,
-    libjpeg-turbo (``decode_full``) the full-resolution pixels, and torch's vectorised uint8
-    antialiased bilinear resize runs on the channels-last crop (torchvision's tensor
-    ``resized_crop``: the crop, then the resize, nothing read outside the box).
+    then ``window_of_resized`` with the box: PIL's crop, then PIL's resize (torchvision's
+    ``RandomResizedCrop`` on a PIL image, nothing read outside the box), bit for bit, decoding only
+    the MCUs around the box.
 
     ``reduced_decode`` (opt-in): libjpeg-turbo decodes at the smallest DCT scale (1/2, 1/4, 1/8)
     that keeps >= ``out`` px across the crop, and PIL resamples the box of the scaled image; faster
@@ -147,25 +207,22 @@ def crop_resized_uint8(data: bytes, out: int, sample_box, reduced_decode: bool =
     (tests/data/test_transforms.py measures how different).
     """
     w, h, reason = read_header(data)
-    x0, y0, cw, ch = sample_box(w, h)
-    if reduced_decode:
-        k = out / min(cw, ch)
-        if k < 1:
-            arr = decode_full(data, reason, (math.ceil(w * k), math.ceil(h * k)))
-            if arr.shape[:2] != (h, w):
-                sx, sy = arr.shape[1] / w, arr.shape[0] / h
-                img = Image.fromarray(arr).resize((out, out), Image.BILINEAR,
-                                                  box=(x0 * sx, y0 * sy, (x0 + cw) * sx, (y0 + ch) * sy))
-                return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
-        else:
-            arr = decode_full(data, reason)
-    else:
-        arr = decode_full(data, reason)
-    # HWC memory permuted to a CHW view is channels-last already: only the crop is copied
-    x = torch.from_numpy(arr).permute(2, 0, 1)[:, y0 : y0 + ch, x0 : x0 + cw].unsqueeze(0)
-    x = x.contiguous(memory_format=torch.channels_last)
-    x = torch.nn.functional.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].contiguous()
+    x0, y0, cw, ch, *rest = sample_box(w, h)
+    flip = bool(rest and rest[0])
+    if not reduced_decode:
+        return window_of_resized(data, (w, h), reason, (out, out), 0, 0, out, out, flip, box=(x0, y0, cw, ch))
+    k = out / min(cw, ch)
+    arr = decode_full(data, reason, (math.ceil(w * k), math.ceil(h * k)) if k < 1 else None)
+    if arr.shape[:2] != (h, w):
+        sx, sy = arr.shape[1] / w, arr.shape[0] / h
+        img = Image.fromarray(arr).resize((out, out), Image.BILINEAR,
+                                          box=(x0 * sx, y0 * sy, (x0 + cw) * sx, (y0 + ch) * sy))
+        x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    else:  # not scaled: the crop, then torch's uint8 resize (channels-last: only the crop is copied)
+        x = torch.from_numpy(arr).permute(2, 0, 1)[:, y0 : y0 + ch, x0 : x0 + cw].unsqueeze(0)
+        x = x.contiguous(memory_format=torch.channels_last)
+        x = torch.nn.functional.interpolate(x, size=(out, out), mode="bilinear", antialias=True, align_corners=False)[0]
+    return (x.flip(-1) if flip else x).contiguous()
 
 
 def resized_size(w: int, h: int, size: int) -> tuple[int, int]:
@@ -225,7 +282,8 @@ class AlexNetTrain:
     extract random 224x224 patches (227 here: see the model's note) and their horizontal
     reflections. The PCA lighting of Sec. 4.1 is per batch, on the device (BatchNormalize).
 
-    JPEGs decode at full resolution; ``reduced_decode`` (opt-in, not a CLI option) lets libjpeg-turbo
+    JPEGs decode at full resolution, only the MCUs the window reads (``window_of_resized``: PIL's
+    pixels, bit for bit); ``reduced_decode`` (opt-in, not a CLI option) lets libjpeg-turbo
     scale the DCT down to the smallest size still >= the resized image: faster on large photos, other
     pixels (``crop_resized_uint8`` says how the difference is measured).
     """
@@ -236,14 +294,16 @@ class AlexNetTrain:
         self.resize, self.crop, self.reduced_decode = resize, crop, reduced_decode
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
-        # decode, then resize and crop in torch (``resized_window``): the pixels of PIL's
-        # resize-then-centre-crop-then-crop up to fixed-point rounding
+        # the pixels of PIL's resize, then centre crop, then crop, bit for bit (``window_of_resized``:
+        # only the window is decoded and resampled)
         w, h, reason = read_header(data)
         rw, rh = resized_size(w, h, self.resize)
         x0 = center_offset(rw, self.resize) + rng.randint(0, self.resize - self.crop)
         y0 = center_offset(rh, self.resize) + rng.randint(0, self.resize - self.crop)
         flip = rng.random() < 0.5
-        arr = decode_full(data, reason, (rw, rh) if self.reduced_decode else None)
+        if not self.reduced_decode:
+            return window_of_resized(data, (w, h), reason, (rw, rh), x0, y0, self.crop, self.crop, flip)
+        arr = decode_full(data, reason, (rw, rh))
         return resized_window(arr, (rw, rh), x0, y0, self.crop, self.crop, flip)
 
 
@@ -252,8 +312,9 @@ class CenterCrop:
     pixels of torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on the same file.
 
     For AlexNet (resize 256, crop 227) this is the centre of the central 256x256 patch of
-    Sec. 2, i.e. the centre patch of the paper's ten test patches. JPEGs decode at full size
-    unless ``reduced_decode`` (faster on large photos, other pixels: ``decode_rgb``).
+    Sec. 2, i.e. the centre patch of the paper's ten test patches. JPEGs decode at full size, only
+    the MCUs the window reads, unless ``reduced_decode`` (faster on large photos, other pixels:
+    ``decode_rgb``).
     """
 
     def __init__(self, resize: int = 256, crop: int = 227, reduced_decode: bool = False):
@@ -268,7 +329,12 @@ class CenterCrop:
                 "preprocessing": eval_preprocessing(self.reduced_decode)}
 
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        img = decode_rgb(data, self.resize if self.reduced_decode else None)
+        if not self.reduced_decode:  # only the centre window decoded and resampled; PIL's pixels
+            w, h, reason = read_header(data)
+            rw, rh = resized_size(w, h, self.resize)
+            return window_of_resized(data, (w, h), reason, (rw, rh), center_offset(rw, self.crop),
+                                     center_offset(rh, self.crop), self.crop, self.crop)
+        img = decode_rgb(data, self.resize)
         return to_uint8_tensor(center_crop(resize_shorter(img, self.resize), self.crop))
 
 
@@ -300,7 +366,9 @@ class ScaleJitterTrain:
         rw, rh = resized_size(w, h, s)  # the image rescaled to S (resize_shorter's geometry)
         x0, y0 = rng.randint(0, rw - self.crop), rng.randint(0, rh - self.crop)
         flip = rng.random() < 0.5
-        arr = decode_full(data, reason, (rw, rh) if self.reduced_decode else None)
+        if not self.reduced_decode:  # as AlexNetTrain: PIL's pixels, only the window decoded and resampled
+            return window_of_resized(data, (w, h), reason, (rw, rh), x0, y0, self.crop, self.crop, flip)
+        arr = decode_full(data, reason, (rw, rh))
         return resized_window(arr, (rw, rh), x0, y0, self.crop, self.crop, flip)
 
 
@@ -352,10 +420,10 @@ class InceptionCropTrain:
         self.crop = crop
 
     def __call__(self, data: bytes, rng: random.Random) -> torch.Tensor:
-        x = crop_resized_uint8(data, self.crop, lambda w, h: sample_area_aspect_crop(w, h, self.area, self.aspect, rng),
-                               self.reduced_decode)
-        if rng.random() < 0.5:
-            x = x.flip(-1)
+        def box_and_flip(w: int, h: int):  # the box, then the flip: the order of the draws on rng
+            return (*sample_area_aspect_crop(w, h, self.area, self.aspect, rng), rng.random() < 0.5)
+
+        x = crop_resized_uint8(data, self.crop, box_and_flip, self.reduced_decode)
         if self.photometric > 0:
             img = Image.fromarray(x.permute(1, 2, 0).numpy())
             ops = [ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color]

@@ -51,7 +51,8 @@ from torch import nn
 
 from cnnrepro.data.stream import EvalStream
 from cnnrepro.errors import UserError
-from cnnrepro.data.transforms import center_offset, decode_rgb, eval_preprocessing, resize_shorter, to_uint8_tensor
+from cnnrepro.data.transforms import (center_offset, decode_rgb, eval_preprocessing, read_header, resize_shorter,
+                                      resized_size, to_uint8_tensor, window_of_resized)
 
 __all__ = [
     "PROTOCOLS",
@@ -150,8 +151,21 @@ class CenterViews(_Decoding):
         decode between protocols)."""
         return _stack(self.images(img))
 
+    # the views are the centre window of the resized image, or its mirror: only that window is
+    # decoded and resampled (``window_of_resized``: the same pixels as ``images``, bit for bit)
+    centre_only = True
+
     def __call__(self, data: bytes, rng: random.Random | None = None) -> torch.Tensor:
-        return self.from_image(self.decode(data, self.resize))
+        if self.reduced_decode or not self.centre_only:
+            return self.from_image(self.decode(data, self.resize))
+        w, h, reason = read_header(data)
+        rw, rh = resized_size(w, h, self.resize)
+        x0, y0 = center_offset(rw, self.crop), center_offset(rh, self.crop)
+        c = window_of_resized(data, (w, h), reason, (rw, rh), x0, y0, self.crop, self.crop)
+        return self.centre_views(c)
+
+    def centre_views(self, c: torch.Tensor) -> torch.Tensor:
+        return c.unsqueeze(0)
 
 
 class FlipViews(CenterViews):
@@ -160,6 +174,9 @@ class FlipViews(CenterViews):
     def images(self, img: Image.Image) -> list[Image.Image]:
         (c,) = super().images(img)
         return [c, _mirror(c)]
+
+    def centre_views(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c, c.flip(-1)])
 
 
 class TenCropViews(CenterViews):
@@ -179,6 +196,8 @@ class TenCropViews(CenterViews):
       # antialiased bicubic, and how it rounds the non-integer long side (w/h * 256) is
       # UNVERIFIED (we truncate, as torchvision does): the pixels differ slightly.
     """
+
+    centre_only = False  # corner crops: the whole resized image is read, nothing to skip
 
     def __init__(self, resize: int, crop: int, variant: str = "alexnet", reduced_decode: bool = False):
         super().__init__(resize, crop, reduced_decode)

@@ -37,7 +37,7 @@ def test_bench_data_prints_every_family_with_both_ratios(tmp_path, capsys):
         assert float(r_tv) == pytest.approx(float(rate) / tv, abs=0.006)
         assert float(r_dec) == pytest.approx(float(rate) / dec, abs=0.006)
     # every timed pass of the three families (warm-up + 1 round, 24 images) went through libjpeg-turbo
-    assert "decoded by libjpeg-turbo (simplejpeg): 144, PIL fallback: 0" in out
+    assert "decoded by libjpeg-turbo: 144 (of them only the crop's region: 144), PIL fallback: 0" in out
 
 
 def _photo_tree(root, n=16):
@@ -72,7 +72,10 @@ def test_bench_data_json_on_the_users_own_tree_and_shards(tmp_path, capsys):
         assert row["ratio_vs_torchvision"] == pytest.approx(row["images_per_cpu_s"] / r["torchvision"]["images_per_cpu_s"])
         assert row["ratio_vs_decode"] == pytest.approx(row["images_per_cpu_s"] / r["decode"]["images_per_cpu_s"])
         assert row["goals_met"]["vs_torchvision_2x"] == (row["ratio_vs_torchvision"] >= 2.0)
-    assert r["decode_stats"] == {"libjpeg_turbo": 3 * 2 * 16, "fallback": 0, "fallback_reasons": {}}
+    # every family's files decoded by libjpeg-turbo, each only around its crop (our extension is built)
+    assert r["decode_stats"] == {"libjpeg_turbo": 3 * 2 * 16, "region": 3 * 2 * 16, "fallback": 0,
+                                 "fallback_reasons": {}}
+    assert r["region_decoding"] is True
 
     # a folder of shards (ImageFolder tree with train/ written by `cnnrepro shards`): the same files
     src = tmp_path / "src"

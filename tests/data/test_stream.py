@@ -162,6 +162,29 @@ def test_shard_cut_at_a_sample_boundary_is_not_a_clean_end(tmp_path):
         list(local_tar_samples(shard.url))
 
 
+@pytest.mark.parametrize("where", ["in a large member's bytes", "in a small member's padding"])
+def test_shard_cut_inside_a_member_is_an_error(tmp_path, where):
+    """Members of 64 KiB or more are read apart from their padding (no copy of a JPEG's bytes), small
+    ones with it: a cut is found in either part of either kind."""
+    import tarfile
+
+    from cnnrepro.data.stream import CorruptSampleError, local_tar_samples
+
+    path = tmp_path / "cut.tar"
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"s{i:08d}", "bin": bytes(70_000 + i), "cls": str(i)})
+    with tarfile.open(path) as tf:
+        members = tf.getmembers()
+    big, small = members[0], members[1]
+    assert big.size >= 1 << 16 and small.size < 1 << 16
+    cut = big.offset_data + big.size // 2 if where.startswith("in a large") else small.offset_data + small.size + 10
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+    with pytest.raises(CorruptSampleError, match="ends inside a member: the shard is truncated"):
+        list(local_tar_samples(str(path)))
+
+
 def test_resampled_training_draws_notice_a_short_shard(tmp_path):
     from cnnrepro.data.stream import CorruptSampleError
 
