@@ -633,17 +633,24 @@ done:
     return out;
 }
 
+/* the arguments both window functions share: (bytes, W, H, RW, RH, x0, y0, cw, ch, flip[, ox, oy, FW,
+ * FH]); without the box, the image is the whole W x H file */
+static int parse_window(PyObject *args, Py_buffer *buf, Window *w) {
+    w->ox = w->oy = 0;
+    w->FW = w->FH = -1;
+    if (!PyArg_ParseTuple(args, "y*iiiiiiiip|iiii", buf, &w->W, &w->H, &w->RW, &w->RH, &w->x0, &w->y0, &w->cw,
+                          &w->ch, &w->flip, &w->ox, &w->oy, &w->FW, &w->FH))
+        return 0;
+    if (w->FW < 0) w->FW = w->W;
+    if (w->FH < 0) w->FH = w->H;
+    return 1;
+}
+
 static PyObject *py_decode_resized_window(PyObject *self, PyObject *args) {
     Py_buffer data;
     Window w;
     PyObject *out;
-    w.ox = w.oy = 0;
-    w.FW = w.FH = -1;
-    if (!PyArg_ParseTuple(args, "y*iiiiiiiip|iiii", &data, &w.W, &w.H, &w.RW, &w.RH, &w.x0, &w.y0, &w.cw, &w.ch,
-                          &w.flip, &w.ox, &w.oy, &w.FW, &w.FH))
-        return NULL;
-    if (w.FW < 0) w.FW = w.W;
-    if (w.FH < 0) w.FH = w.H;
+    if (!parse_window(args, &data, &w)) return NULL;
     out = check_window(&w) ? window(&w, data.buf, (size_t)data.len, NULL) : NULL;
     PyBuffer_Release(&data);
     return out;
@@ -654,13 +661,7 @@ static PyObject *py_resized_window(PyObject *self, PyObject *args) {
     Window w;
     Region r;
     PyObject *out = NULL;
-    w.ox = w.oy = 0;
-    w.FW = w.FH = -1;
-    if (!PyArg_ParseTuple(args, "y*iiiiiiiip|iiii", &pixels, &w.W, &w.H, &w.RW, &w.RH, &w.x0, &w.y0, &w.cw, &w.ch,
-                          &w.flip, &w.ox, &w.oy, &w.FW, &w.FH))
-        return NULL;
-    if (w.FW < 0) w.FW = w.W;
-    if (w.FH < 0) w.FH = w.H;
+    if (!parse_window(args, &pixels, &w)) return NULL;
     if (pixels.len != (Py_ssize_t)w.FW * w.FH * 3) {
         PyErr_Format(PyExc_ValueError, "%zd bytes of pixels for a %dx%d RGB image (needs %zd)", pixels.len, w.FW, w.FH,
                      (Py_ssize_t)w.FW * w.FH * 3);

@@ -37,6 +37,7 @@ BatchNorm); they exist because torchvision ships them and users fine-tune from t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import OrderedDict
 
@@ -249,11 +250,17 @@ def vgg19_bn(*, num_classes: int = 1000, **kwargs) -> VGG:
 # ReLU, Dropout, Linear like ours. Its AdaptiveAvgPool2d((7, 7)) has no weights and is the
 # identity at 224 (pool5 is already 7x7).
 def _torchvision_converter(cfg: str, batch_norm: bool):
-    feature_names = [name for name, _ in _feature_layers(cfg, batch_norm)]
-    head_names = [name for name, _ in _classifier_layers(1000, 0.5)]
-    names = {"features": feature_names, "classifier": head_names}
+    @functools.cache
+    def layer_names() -> dict[str, list[str]]:
+        # only the names are needed: the layers are built on the meta device, when a conversion
+        # first runs. Built at import time with real weights, the eight variants' 100M-parameter
+        # heads cost every `cnnrepro` command 4 s of random initialisation before it could start.
+        with torch.device("meta"):
+            return {"features": [name for name, _ in _feature_layers(cfg, batch_norm)],
+                    "classifier": [name for name, _ in _classifier_layers(1000, 0.5)]}
 
     def convert(state_dict):
+        names = layer_names()
         out = {}
         for key, value in state_dict.items():
             part, index, param = key.split(".")

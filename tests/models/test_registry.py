@@ -59,3 +59,20 @@ def test_models_command_lists_the_registry_as_json():
                        "vgg16_c_bn", "vgg19", "vgg19_bn"}
     assert by["vgg16"]["params"] == 138_357_544  # paper Table 2: 138M; torchvision vgg16 exactly
     assert by["vgg16"]["gmacs"] == pytest.approx(15.47, abs=0.01)  # conv+FC MACs at 224
+
+
+def test_importing_the_zoo_builds_no_layer():
+    # every `cnnrepro` command imports the registry: a family that builds layers at import time
+    # makes each of them wait (VGG's weight converters built eight 100M-parameter heads: 4 s)
+    code = ("import torch.nn as nn\n"
+            "built = []\n"
+            "init = nn.Module.__init__\n"
+            "def counting(self, *a, **k):\n"
+            "    built.append(type(self).__name__)\n"
+            "    init(self, *a, **k)\n"
+            "nn.Module.__init__ = counting\n"
+            "import cnnrepro.models, cnnrepro.lit.cli\n"
+            "print(len(built), sorted(set(built)))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[0] == "0", p.stdout
