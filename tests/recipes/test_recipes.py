@@ -105,7 +105,7 @@ def restore_signal_handlers():
 @pytest.fixture
 def run_dir(tmp_path):
     """Where a run's folder goes: a RAM-backed folder (/dev/shm) when there is room. The fit saves
-    two checkpoints, 2 x 1.1 GB for VGG and OverFeat (weights and momentum): on CI's disk writing
+    two checkpoints, 2 x 1.1 GB for VGG-19 (weights and momentum; measured): on CI's disk writing
     them was half of such a test's time; what is written, and how, is the same."""
     shm = Path("/dev/shm")
     if not (shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 6 << 30):
@@ -129,5 +129,5 @@ def test_every_recipe_trains_two_steps_and_validates(name, run_dir, monkeypatch,
     assert rec["model"] == name and rec["global_step"] == 2
     assert rec["batch_plan"]["global_batch"] == 2 and rec["batch_plan"]["rule"] == "linear"
     assert 0 < rec["samples"] <= 10  # 1 % of the validation batches
-    # the run's checkpoints (up to 1.5 GB for VGG) would fill the disk over 57 runs
+    # the run's two checkpoints (2.2 GB for VGG-19) would fill the disk or the RAM over 57 runs
     shutil.rmtree(run_dir / "runs")
