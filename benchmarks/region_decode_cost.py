@@ -10,8 +10,9 @@ in ms of CPU per image over the same files (median of --rounds alternating round
 - the last 8 rows' first 16 columns: every row's entropy data, almost no pixels; the floor of any
   region that reaches the image's bottom;
 - AlexNet's window (rescale to 256, central 256 square, a 227 crop at a random offset) decoded, and
-  the same with PIL's resampling of the window (``decode_resized_window``): the difference is the
-  resampler's share;
+  the same with PIL's resampling of the window (``decode_resized_window``). The first returns the
+  region's pixels to Python, a copy the second does not make, so the difference understates the
+  resampler's share (``perf record`` on the second gives it directly);
 - GoogLeNet's crops (8-100 % of the area) the same way.
 
     PYTHONPATH=. python benchmarks/region_decode_cost.py [--root DIR] [--images 300] [--rounds 5]

@@ -38,9 +38,7 @@
 typedef struct {
     unsigned char *pixels; /* RGB rows of w * 3 bytes */
     int x, y, w, h;        /* where the rows sit in the full image */
-    int padded;            /* PAD readable bytes after the last row (SIMD loads of 16 bytes) */
 } Region;
-#define PAD 16
 
 typedef struct {
     struct jpeg_error_mgr pub;
@@ -131,7 +129,7 @@ static int decode_region(const unsigned char *data, size_t size, int x, int y, i
     if (width < cinfo.output_width) jpeg_crop_scanline(&cinfo, &xoff, &width); /* widened to whole iMCUs */
     {
         int kept = sink ? CHUNK : h;
-        pixels = malloc((size_t)width * (size_t)kept * 3 + PAD);
+        pixels = malloc((size_t)width * (size_t)kept * 3);
         rows = malloc((size_t)kept * sizeof(JSAMPROW));
         if (!pixels || !rows) {
             snprintf(err, ERRLEN, "out of memory for a %ux%d region", width, h);
@@ -183,7 +181,6 @@ static int decode_region(const unsigned char *data, size_t size, int x, int y, i
     out->y = y;
     out->w = (int)width;
     out->h = h;
-    out->padded = 1;
     return 1;
 }
 
@@ -193,6 +190,7 @@ typedef struct {
     int ksize;
     int *bounds; /* per output position: first input index, number of taps */
     int *kk;     /* ksize fixed-point weights per output position */
+    void *plan;  /* horizontal: the AVX2 pass's tables (build_hplan), one allocation; or NULL */
 } Coeffs;
 
 static double bilinear(double x) {
@@ -240,6 +238,7 @@ static int coeffs(int in_size, int out_size, int o0, int n, Coeffs *c) {
 static void free_coeffs(Coeffs *c) {
     free(c->bounds);
     free(c->kk);
+    free(c->plan);
 }
 
 static inline unsigned char clip8(int v) {
@@ -296,6 +295,27 @@ static int window_coeffs(const Window *win, Coeffs *hc, Coeffs *vc, int *c0, int
 static int have_sse41 = 0, have_avx2 = 0;
 #endif
 
+/* The AVX2 plane loop's tables (build_hplan, below): one record per block of 8 stored outputs,
+ * HREC(pairs) bytes: the 2 lanes' load offsets (columns from c0) in its first 32 bytes, then per
+ * tap pair a 32-byte shuffle and the 16 low and 16 high weight halves. One allocation with the plan
+ * and the row's planes (free). */
+#define HREC(pairs) (32 + 96 * (size_t)(pairs))
+typedef struct {
+    int c0, cols;          /* the input columns [c0, c0 + cols) a row's planes hold */
+    int blocks, pairs;     /* blocks of 8 outputs; tap pairs per output */
+    size_t plane;          /* bytes per plane: cols + the loads' overhang */
+    unsigned char *table;  /* blocks records */
+    unsigned char *planes; /* 3 planes */
+} HPlan;
+
+/* vrow_avx2 (below) takes at most VROW_PAIRS tap pairs: scales up to about 7 */
+#define VROW_PAIRS 8
+#ifdef X86_SIMD
+#define VROW_AVX2_OK(taps) (have_avx2 && (taps) <= 2 * VROW_PAIRS)
+#else
+#define VROW_AVX2_OK(taps) 0
+#endif
+
 /* Where the horizontal pass writes one row: its three planes' rows, and the column order. */
 typedef struct {
     unsigned char *c0, *c1, *c2;
@@ -349,37 +369,213 @@ __attribute__((target("sse4.1"))) static void hpass_row_sse41(const unsigned cha
     }
 }
 
-/* two rows at once (they share the columns' coefficients), one row per 128-bit lane: a 16-byte
- * load holds the 5 taps of a pixel (scale <= 2, ksize 5), and a byte shuffle per tap widens its RGB
- * to int32. Reads up to 16 bytes from a pixel's first tap: only on padded buffers. */
-__attribute__((target("avx2"))) static void hpass_rows2_avx2(const unsigned char *line0, const unsigned char *line1,
-                                                              const Coeffs *hc, int x_origin, int cw,
-                                                              const PlaneRow *o0, const PlaneRow *o1) {
-    __m256i mask[5];
-    int i, k;
-    for (k = 0; k < 5; k++) {
-        char m[16];
-        memset(m, -1, sizeof(m)); /* -1: a zero byte */
-        m[0] = (char)(3 * k);
-        m[4] = (char)(3 * k + 1);
-        m[8] = (char)(3 * k + 2);
-        mask[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)m));
+/* The faster AVX2 passes (issue 15: AlexNet's window had to cost less than a full decode).
+ *
+ * madd_epi16 sums the products of two int16 pairs into one int32. PIL's weights have 22 bits, so
+ * each is split w = hi * 2^15 + lo (0 <= lo < 2^15, |hi| <= 2^7, both int16) and the sum is rebuilt
+ * as (sum p * hi) * 2^15 + sum p * lo. That is integer arithmetic, so it is PIL's int32 sum exactly
+ * (no term overflows: a sum is at most 255 times the weights' total, about 255 * 2^22). */
+#define SPLIT_BITS 15
+#define W_LO(w) ((w) & ((1 << SPLIT_BITS) - 1))
+#define W_HI(w) ((w) >> SPLIT_BITS)
+
+/* The horizontal pass in channel planes. Each row's needed columns are first taken apart into
+ * three planes; then 8 outputs of a plane at once, 4 per 128-bit lane: a lane's 4 outputs read
+ * their taps from one 16-byte load, a byte shuffle per tap pair puts the pair's two pixels of each
+ * output side by side as int16, and madd_epi16 weighs them. Mirroring is in the tables: the
+ * outputs are taken in the order they are stored. build_hplan returns NULL (the loops above run
+ * instead) when a lane's 4 outputs span more than 16 input columns: scales above about 3.
+ * The tables: HPlan, above. */
+
+static unsigned char deint_mask[3][3][16]; /* [channel][source 16 bytes][out byte]: set at import */
+
+static void init_deint_masks(void) {
+    int c, s, p;
+    for (c = 0; c < 3; c++)
+        for (s = 0; s < 3; s++)
+            for (p = 0; p < 16; p++) {
+                int at = 3 * p + c - 16 * s;
+                deint_mask[c][s][p] = (unsigned char)(at >= 0 && at < 16 ? at : 0x80);
+            }
+}
+
+static HPlan *build_hplan(const Coeffs *hc, int cw, int flip, int c0, int c1) {
+    int blocks = (cw + 7) / 8, taps = 0, pairs, b, l, q, m, t;
+    size_t plane = (size_t)(c1 - c0) + 32; /* a load reads 16 bytes from a base below cols */
+    HPlan *p;
+    for (b = 0; b < cw; b++)
+        if (hc->bounds[2 * b + 1] > taps) taps = hc->bounds[2 * b + 1];
+    pairs = (taps + 1) / 2;
+    p = calloc(1, sizeof(HPlan) + (size_t)blocks * HREC(pairs) + 3 * plane);
+    if (!p) return NULL;
+    p->table = (unsigned char *)(p + 1);
+    p->planes = p->table + (size_t)blocks * HREC(pairs);
+    p->c0 = c0;
+    p->cols = c1 - c0;
+    p->blocks = blocks;
+    p->pairs = pairs;
+    p->plane = plane;
+    for (b = 0; b < blocks; b++) {
+        unsigned char *rec = p->table + (size_t)b * HREC(pairs);
+        for (l = 0; l < 2; l++) {
+            /* the lane's outputs: stored positions j = 8b + 4l + q; past cw, a lane repeats the
+             * last output (computed, never stored) */
+            int first = 8 * b + 4 * l, base = -1;
+            for (q = 0; q < 4; q++) {
+                int j = first + q < cw ? first + q : cw - 1, i = flip ? cw - 1 - j : j;
+                if (base < 0 || hc->bounds[2 * i] - c0 < base) base = hc->bounds[2 * i] - c0;
+            }
+            ((int *)rec)[l] = base;
+            for (q = 0; q < 4; q++) {
+                int j = first + q < cw ? first + q : cw - 1, i = flip ? cw - 1 - j : j;
+                int from = hc->bounds[2 * i] - c0 - base, n = hc->bounds[2 * i + 1];
+                for (m = 0; m < pairs; m++)
+                    for (t = 0; t < 2; t++) {
+                        int k = 2 * m + t;
+                        unsigned char *mask = rec + 32 + 96 * m + 16 * l + 4 * q + 2 * t;
+                        short *w = (short *)(rec + 64 + 96 * m) + 8 * l + 2 * q + t;
+                        mask[0] = 0x80; /* a tap past the output's last: zero, weight 0 */
+                        mask[1] = 0x80; /* the int16's high byte: zero */
+                        if (k < n) {
+                            int kw = hc->kk[(size_t)i * hc->ksize + k];
+                            if (from + k > 15) { /* this lane's taps do not fit one load */
+                                free(p);
+                                return NULL;
+                            }
+                            mask[0] = (unsigned char)(from + k);
+                            w[0] = (short)W_LO(kw);
+                            w[16] = (short)W_HI(kw);
+                        }
+                    }
+            }
+        }
     }
-    for (i = 0; i < cw; i++) {
-        const int *kw = hc->kk + (size_t)i * hc->ksize;
-        size_t off = (size_t)(hc->bounds[2 * i] - x_origin) * 3;
-        int n = hc->bounds[2 * i + 1], v;
-        __m256i px = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(line0 + off))),
-                                             _mm_loadu_si128((const __m128i *)(line1 + off)), 1);
-        __m256i acc = _mm256_set1_epi32(1 << (PRECISION_BITS - 1));
-        for (k = 0; k < n; k++)
-            acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_shuffle_epi8(px, mask[k]), _mm256_set1_epi32(kw[k])));
-        acc = _mm256_srai_epi32(acc, PRECISION_BITS);
-        acc = _mm256_packus_epi16(_mm256_packs_epi32(acc, acc), acc); /* per lane: clip8 of R, G, B, 0 */
-        v = _mm256_extract_epi32(acc, 0);
-        put(o0, cw, i, (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16));
-        v = _mm256_extract_epi32(acc, 4);
-        put(o1, cw, i, (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16));
+    return p;
+}
+
+/* block rec's 8 outputs of one plane, as int32 after PIL's rounding shift (not yet clipped);
+ * PAIRS > 0 unrolls the pairs' loop, 0 takes the plan's count */
+#define HBLOCK(NAME, PAIRS)                                                                                        \
+    __attribute__((target("avx2"))) static inline __m256i NAME(const unsigned char *src, const unsigned char *rec, \
+                                                               int pairs) {                                       \
+        __m256i px = _mm256_inserti128_si256(                                                                      \
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(src + ((const int *)rec)[0]))),               \
+            _mm_loadu_si128((const __m128i *)(src + ((const int *)rec)[1])), 1);                                   \
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256(), s;                                      \
+        int m, n = PAIRS ? PAIRS : pairs;                                                                          \
+        for (m = 0; m < n; m++) {                                                                                  \
+            const unsigned char *pr = rec + 32 + 96 * m;                                                           \
+            __m256i v = _mm256_shuffle_epi8(px, _mm256_loadu_si256((const __m256i *)pr));                         \
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i *)(pr + 32))));      \
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(v, _mm256_loadu_si256((const __m256i *)(pr + 64))));      \
+        }                                                                                                          \
+        s = _mm256_add_epi32(_mm256_slli_epi32(hi, SPLIT_BITS), lo);                                               \
+        return _mm256_srai_epi32(_mm256_add_epi32(s, _mm256_set1_epi32(1 << (PRECISION_BITS - 1))),               \
+                                 PRECISION_BITS);                                                                  \
+    }
+HBLOCK(hblock2, 2) /* scales up to 2: at most 4 taps */
+HBLOCK(hblock_n, 0)
+
+/* one plane's cw outputs; two blocks (16 outputs) per store, a last odd block alone */
+#define HPLANE(NAME, HB)                                                                                           \
+    __attribute__((target("avx2"))) static void NAME(const unsigned char *src, const HPlan *p, int cw,             \
+                                                     unsigned char *dst) {                                        \
+        size_t rec = HREC(p->pairs);                                                                               \
+        const unsigned char *r = p->table;                                                                         \
+        int b;                                                                                                     \
+        unsigned char last[16];                                                                                    \
+        __m256i s;                                                                                                 \
+        for (b = 0; b + 1 < p->blocks; b += 2, r += 2 * rec) {                                                     \
+            s = _mm256_packs_epi32(HB(src, r, p->pairs), HB(src, r + rec, p->pairs));                              \
+            s = _mm256_packus_epi16(s, s); /* lane 0: outputs 0-3, 8-11; lane 1: 4-7, 12-15 */                    \
+            s = _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 4, 1, 5, 0, 4, 1, 5));                         \
+            if (8 * b + 16 <= cw) {                                                                                \
+                _mm_storeu_si128((__m128i *)(dst + 8 * b), _mm256_castsi256_si128(s));                             \
+                continue;                                                                                          \
+            }                                                                                                      \
+            _mm_storeu_si128((__m128i *)last, _mm256_castsi256_si128(s));                                          \
+            memcpy(dst + 8 * b, last, (size_t)(cw - 8 * b));                                                       \
+        }                                                                                                          \
+        if (b < p->blocks) {                                                                                       \
+            s = HB(src, r, p->pairs);                                                                              \
+            s = _mm256_packus_epi16(_mm256_packs_epi32(s, s), s); /* per lane: its 4 outputs */                    \
+            s = _mm256_permutevar8x32_epi32(s, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));                         \
+            _mm_storeu_si128((__m128i *)last, _mm256_castsi256_si128(s));                                          \
+            memcpy(dst + 8 * b, last, (size_t)(cw - 8 * b));                                                       \
+        }                                                                                                          \
+    }
+HPLANE(hplane2, hblock2)
+HPLANE(hplane_n, hblock_n)
+
+/* one row: line holds the pixels of columns [c0, c0 + cols) (RGB) */
+__attribute__((target("avx2"))) static void hpass_row_planes(const unsigned char *line, const HPlan *p, int cw,
+                                                              const PlaneRow *o) {
+    unsigned char *pl[3] = {p->planes, p->planes + p->plane, p->planes + 2 * p->plane};
+    unsigned char *dst[3] = {o->c0, o->c1, o->c2};
+    int x = 0, c;
+    /* take the channels apart, 16 pixels (48 bytes) at a time; no read past the row's columns */
+    for (; x + 16 <= p->cols; x += 16) {
+        __m128i s0 = _mm_loadu_si128((const __m128i *)(line + 3 * x));
+        __m128i s1 = _mm_loadu_si128((const __m128i *)(line + 3 * x + 16));
+        __m128i s2 = _mm_loadu_si128((const __m128i *)(line + 3 * x + 32));
+        for (c = 0; c < 3; c++) {
+            __m128i v = _mm_or_si128(_mm_shuffle_epi8(s0, _mm_loadu_si128((const __m128i *)deint_mask[c][0])),
+                                     _mm_shuffle_epi8(s1, _mm_loadu_si128((const __m128i *)deint_mask[c][1])));
+            v = _mm_or_si128(v, _mm_shuffle_epi8(s2, _mm_loadu_si128((const __m128i *)deint_mask[c][2])));
+            _mm_storeu_si128((__m128i *)(pl[c] + x), v);
+        }
+    }
+    for (; x < p->cols; x++) {
+        pl[0][x] = line[3 * x];
+        pl[1][x] = line[3 * x + 1];
+        pl[2][x] = line[3 * x + 2];
+    }
+    for (c = 0; c < 3; c++) {
+        if (p->pairs == 2)
+            hplane2(pl[c], p, cw, dst[c]);
+        else
+            hplane_n(pl[c], p, cw, dst[c]);
+    }
+}
+
+/* One output row of the vertical pass: out[t] = clip8(sum_k rows[k][t] * kk[k]) for t < n, the
+ * taps' rows stride bytes apart. 16 values at a time, two taps per madd_epi16 (an odd last tap
+ * pairs with weight 0); at most VROW_PAIRS pairs (VROW_AVX2_OK; vrow's other loop above). */
+__attribute__((target("avx2"))) static void vrow_avx2(unsigned char *out, const unsigned char *rows, size_t stride,
+                                                       int n, const int *kk, int taps) {
+    __m256i wl[VROW_PAIRS], wh[VROW_PAIRS];
+    int t = 0, k, pairs = (taps + 1) / 2;
+    for (k = 0; k < taps; k += 2) {
+        int w0 = kk[k], w1 = k + 1 < taps ? kk[k + 1] : 0;
+        wl[k / 2] = _mm256_set1_epi32((int)((unsigned)W_LO(w0) | ((unsigned)W_LO(w1) << 16)));
+        wh[k / 2] = _mm256_set1_epi32((int)(((unsigned)W_HI(w0) & 0xFFFF) | ((unsigned)W_HI(w1) << 16)));
+    }
+    for (; t + 16 <= n; t += 16) {
+        __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, hi0 = lo0, hi1 = lo0, a, b, s0, s1;
+        const unsigned char *q = rows + t;
+        for (k = 0; k < pairs; k++, q += 2 * stride) {
+            a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)q));
+            b = 2 * k + 1 < taps ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(q + stride))) : a;
+            s0 = _mm256_unpacklo_epi16(a, b); /* per lane: (row 2k, row 2k+1) of values 0-3, 8-11 */
+            s1 = _mm256_unpackhi_epi16(a, b); /* 4-7, 12-15 */
+            lo0 = _mm256_add_epi32(lo0, _mm256_madd_epi16(s0, wl[k]));
+            lo1 = _mm256_add_epi32(lo1, _mm256_madd_epi16(s1, wl[k]));
+            hi0 = _mm256_add_epi32(hi0, _mm256_madd_epi16(s0, wh[k]));
+            hi1 = _mm256_add_epi32(hi1, _mm256_madd_epi16(s1, wh[k]));
+        }
+        s0 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi0, SPLIT_BITS), lo0),
+                              _mm256_set1_epi32(1 << (PRECISION_BITS - 1)));
+        s1 = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi1, SPLIT_BITS), lo1),
+                              _mm256_set1_epi32(1 << (PRECISION_BITS - 1)));
+        s0 = _mm256_packs_epi32(_mm256_srai_epi32(s0, PRECISION_BITS), _mm256_srai_epi32(s1, PRECISION_BITS));
+        s0 = _mm256_packus_epi16(s0, s0); /* lane 0: values 0-7, lane 1: 8-15 (each twice) */
+        s0 = _mm256_permute4x64_epi64(s0, 0x08);
+        _mm_storeu_si128((__m128i *)(out + t), _mm256_castsi256_si128(s0));
+    }
+    for (; t < n; t++) {
+        int acc = 1 << (PRECISION_BITS - 1);
+        for (k = 0; k < taps; k++) acc += rows[(size_t)k * stride + t] * kk[k];
+        out[t] = clip8(acc);
     }
 }
 #endif
@@ -405,6 +601,21 @@ static void vclip(unsigned char *restrict out, const int *restrict acc, int n) {
     }
 }
 
+/* one output row of the vertical pass (vrow_avx2's contract); acc: n ints of scratch */
+static void vrow(unsigned char *out, const unsigned char *rows, size_t stride, int n, const int *kk, int taps,
+                 int *acc) {
+    int k;
+#ifdef X86_SIMD
+    if (VROW_AVX2_OK(taps)) {
+        vrow_avx2(out, rows, stride, n, kk, taps);
+        return;
+    }
+#endif
+    for (k = 0; k < n; k++) acc[k] = 1 << (PRECISION_BITS - 1);
+    for (k = 0; k < taps; k++) vaccumulate(acc, rows + (size_t)k * stride, n, kk[k]);
+    vclip(out, acc, n);
+}
+
 /* tmp: three planes of (r1 - r0) rows x cw, the rows of the horizontal pass */
 static PlaneRow plane_row(unsigned char *tmp, const Window *win, int rows, int r) {
     size_t plane = (size_t)rows * win->cw;
@@ -419,16 +630,18 @@ static PlaneRow plane_row(unsigned char *tmp, const Window *win, int rows, int r
 /* The horizontal pass over the image rows [first, first + nrows) held in lines (stride bytes
  * apart, starting at column x_origin), for those of them in [r0, r1): into rows r - r0 of tmp
  * (PIL's order: horizontal first, each value rounded to uint8). */
-static void hpass(const unsigned char *lines, size_t stride, int padded, int first, int nrows, int x_origin,
+static void hpass(const unsigned char *lines, size_t stride, int first, int nrows, int x_origin,
                   const Window *win, const Coeffs *hc, int r0, int r1, unsigned char *tmp) {
     int cw = win->cw, a = first > r0 ? first : r0, b = first + nrows < r1 ? first + nrows : r1, r = a, i;
 #ifdef X86_SIMD
-    if (hc->kk && have_avx2 && padded && hc->ksize <= 5)
-        for (; r + 1 < b; r += 2) {
-            const unsigned char *line = lines + (size_t)(r - first) * stride;
-            PlaneRow o0 = plane_row(tmp, win, r1 - r0, r - r0), o1 = plane_row(tmp, win, r1 - r0, r + 1 - r0);
-            hpass_rows2_avx2(line, line + stride, hc, x_origin, cw, &o0, &o1);
+    if (hc->plan) { /* built only with AVX2 */
+        const HPlan *p = hc->plan;
+        for (; r < b; r++) {
+            PlaneRow o = plane_row(tmp, win, r1 - r0, r - r0);
+            hpass_row_planes(lines + (size_t)(r - first) * stride + (size_t)(p->c0 - x_origin) * 3, p, cw, &o);
         }
+        return;
+    }
 #endif
     for (; r < b; r++) {
         const unsigned char *line = lines + (size_t)(r - first) * stride;
@@ -450,7 +663,7 @@ static void hpass(const unsigned char *lines, size_t stride, int padded, int fir
  * channel-major), one row of one channel at a time. */
 static int vpass(const Window *win, const Coeffs *vc, int r0, int r1, const unsigned char *tmp, unsigned char *out,
                  char *err) {
-    int cw = win->cw, ch = win->ch, c, j, k;
+    int cw = win->cw, ch = win->ch, c, j;
     size_t rows = (size_t)(r1 - r0);
     int *acc = malloc((size_t)cw * sizeof(int));
     if (!acc) {
@@ -465,13 +678,8 @@ static int vpass(const Window *win, const Coeffs *vc, int r0, int r1, const unsi
                 memcpy(o, src + (size_t)(win->y0 + j - r0) * cw, (size_t)cw);
                 continue;
             }
-            {
-                const unsigned char *q = src + (size_t)(vc->bounds[2 * j] - r0) * cw;
-                for (k = 0; k < cw; k++) acc[k] = 1 << (PRECISION_BITS - 1);
-                for (k = 0; k < vc->bounds[2 * j + 1]; k++, q += cw)
-                    vaccumulate(acc, q, cw, vc->kk[(size_t)j * vc->ksize + k]);
-                vclip(o, acc, cw);
-            }
+            vrow(o, src + (size_t)(vc->bounds[2 * j] - r0) * cw, (size_t)cw, cw, vc->kk + (size_t)j * vc->ksize,
+                 vc->bounds[2 * j + 1], acc);
         }
     }
     free(acc);
@@ -495,7 +703,7 @@ static void hpass_take(RowSink *self, const unsigned char *rows, int first, int 
         s->uncovered = 1;
         return;
     }
-    hpass(rows, (size_t)width * 3, 1, first - w->oy, n, x - w->ox, w, s->hc, s->r0, s->r1, s->tmp);
+    hpass(rows, (size_t)width * 3, first - w->oy, n, x - w->ox, w, s->hc, s->r0, s->r1, s->tmp);
 }
 
 static int check_window(const Window *w) {
@@ -549,9 +757,9 @@ static int horizontal_first(const Window *w) {
  * horizontal taps read, rounded to uint8, then the horizontal pass straight into out. */
 static int vertical_first(const Region *src, const Window *win, const Coeffs *hc, const Coeffs *vc, int c0, int c1,
                           unsigned char *out, char *err) {
-    int ch = win->ch, n = (c1 - c0) * 3, j, k;
+    int ch = win->ch, n = (c1 - c0) * 3, j;
     size_t stride = (size_t)src->w * 3;
-    unsigned char *tmp = malloc((size_t)ch * n + PAD); /* padded: the AVX2 horizontal loads */
+    unsigned char *tmp = malloc((size_t)ch * n);
     int *acc = malloc((size_t)n * sizeof(int));
     if (!tmp || !acc) {
         free(tmp);
@@ -563,15 +771,22 @@ static int vertical_first(const Region *src, const Window *win, const Coeffs *hc
         /* image row y of the box is row y + oy - src->y of src; column c0 is at c0 + ox - src->x */
         const unsigned char *q = src->pixels + (size_t)(vc->bounds[2 * j] + win->oy - src->y) * stride +
                                  (size_t)(c0 + win->ox - src->x) * 3;
-        for (k = 0; k < n; k++) acc[k] = 1 << (PRECISION_BITS - 1);
-        for (k = 0; k < vc->bounds[2 * j + 1]; k++, q += stride)
-            vaccumulate(acc, q, n, vc->kk[(size_t)j * vc->ksize + k]);
-        vclip(tmp + (size_t)j * n, acc, n);
+        vrow(tmp + (size_t)j * n, q, stride, n, vc->kk + (size_t)j * vc->ksize, vc->bounds[2 * j + 1], acc);
     }
-    hpass(tmp, (size_t)n, 1, 0, ch, c0, win, hc, 0, ch, out);
+    hpass(tmp, (size_t)n, 0, ch, c0, win, hc, 0, ch, out);
     free(acc);
     free(tmp);
     return 1;
+}
+
+/* the horizontal pass's tables for the AVX2 plane loop, where it applies (else plan stays NULL and
+ * the row loops run) */
+static void attach_hplan(Coeffs *hc, const Window *win, int c0, int c1) {
+#ifdef X86_SIMD
+    if (hc->kk && have_avx2) hc->plan = build_hplan(hc, win->cw, win->flip, c0, c1);
+#else
+    (void)hc, (void)win, (void)c0, (void)c1;
+#endif
 }
 
 /* both window functions: the coefficients; then the rows they read, decoded (jpeg given: only the
@@ -594,6 +809,7 @@ static PyObject *window(const Window *win, const unsigned char *jpeg, size_t jpe
         goto done;
     }
     hfirst = !(hc.kk && vc.kk) || horizontal_first(win);
+    attach_hplan(&hc, win, c0, c1);
     if (jpeg) {
         /* in the file's coordinates; the margin may reach outside a crop box (never read from) */
         int x = win->ox + c0 - MARGIN, y = win->oy + r0 - MARGIN, xe = win->ox + c1 + MARGIN, ye = win->oy + r1 + MARGIN;
@@ -617,7 +833,7 @@ static PyObject *window(const Window *win, const unsigned char *jpeg, size_t jpe
         ok = vertical_first(decoded, win, &hc, &vc, c0, c1, dst, err);
     } else {
         hpass(decoded->pixels + (size_t)(win->oy + r0 - decoded->y) * decoded->w * 3, (size_t)decoded->w * 3,
-              decoded->padded, r0, r1 - r0, decoded->x - win->ox, win, &hc, r0, r1, tmp);
+              r0, r1 - r0, decoded->x - win->ox, win, &hc, r0, r1, tmp);
         ok = vpass(win, &vc, r0, r1, tmp, dst, err);
     }
 done:
@@ -670,11 +886,41 @@ static PyObject *py_resized_window(PyObject *self, PyObject *args) {
         r.x = r.y = 0;
         r.w = w.FW;
         r.h = w.FH;
-        r.padded = 0;
         out = window(&w, NULL, 0, &r);
     }
     PyBuffer_Release(&pixels);
     return out;
+}
+
+/* _loops(W, H, RW, RH, x0, y0, cw, ch, flip) -> (horizontal, vertical): which loops a window runs,
+ * for the tests that must reach every one: "copy" (size unchanged), "planes2"/"planes" (AVX2 plane
+ * loop, 2 or more tap pairs), "rows" (the row loops: AVX2 two rows, SSE4.1 or scalar); vertical
+ * "avx2" or "rows" (vaccumulate) */
+static PyObject *py_loops(PyObject *self, PyObject *args) {
+    Window w;
+    Coeffs hc, vc;
+    int c0, c1, r0, r1, taps = 0, j;
+    const char *h, *v;
+    (void)self;
+    w.ox = w.oy = 0;
+    if (!PyArg_ParseTuple(args, "iiiiiiiip", &w.W, &w.H, &w.RW, &w.RH, &w.x0, &w.y0, &w.cw, &w.ch, &w.flip))
+        return NULL;
+    w.FW = w.W;
+    w.FH = w.H;
+    if (!check_window(&w)) return NULL;
+    if (!window_coeffs(&w, &hc, &vc, &c0, &c1, &r0, &r1)) {
+        free_coeffs(&hc);
+        free_coeffs(&vc);
+        return PyErr_NoMemory();
+    }
+    attach_hplan(&hc, &w, c0, c1);
+    h = !hc.kk ? "copy" : !hc.plan ? "rows" : ((HPlan *)hc.plan)->pairs == 2 ? "planes2" : "planes";
+    for (j = 0; vc.kk && j < w.ch; j++)
+        if (vc.bounds[2 * j + 1] > taps) taps = vc.bounds[2 * j + 1];
+    v = !vc.kk ? "copy" : (VROW_AVX2_OK(taps) ? "avx2" : "rows");
+    free_coeffs(&hc);
+    free_coeffs(&vc);
+    return Py_BuildValue("(ss)", h, v);
 }
 
 static PyMethodDef methods[] = {
@@ -690,6 +936,7 @@ static PyMethodDef methods[] = {
     {"resized_window", py_resized_window, METH_VARARGS,
      "resized_window(rgb, W, H, RW, RH, x0, y0, cw, ch, flip[, ox, oy, FW, FH]) -> bytearray: the same from the\n"
      "decoded file (FH x FW x 3 pixels)."},
+    {"_loops", py_loops, METH_VARARGS, "_loops(W, H, RW, RH, x0, y0, cw, ch, flip) -> (horizontal, vertical) loop names (tests)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -699,6 +946,7 @@ PyMODINIT_FUNC PyInit__jpeg(void) {
     PyObject *m = PyModule_Create(&module);
 #ifdef X86_SIMD
     __builtin_cpu_init();
+    init_deint_masks();
     /* CNNREPRO_JPEG_NO_SIMD=1: the scalar loops only (tests/data/test_region_decode.py compares) */
     {
         const char *off = getenv("CNNREPRO_JPEG_NO_SIMD");

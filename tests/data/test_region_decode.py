@@ -130,6 +130,47 @@ def test_a_resized_window_is_pils_resize_then_crop_bit_for_bit(kind):
     assert count >= 5 * 33
 
 
+# resized sizes of a 500 x 375 photo that take every resampling loop of the extension between them
+LOOP_SIZES = [(342, 256),   # AlexNet's and ResNet's S = 256: 3 taps
+              (250, 188),   # exactly 2x: 4 taps
+              (200, 150),   # 2.5x: 5 taps, 3 pairs
+              (150, 113),   # 3.3x: a lane's taps reach the last byte of its 16-byte load, or past it
+              (100, 75),    # 5x: the row loops; the vertical still AVX2 (5 pairs)
+              (1000, 750),  # 2x up: 2 taps, 1 pair
+              (500, 256),   # width kept: no horizontal pass, as PIL
+              (460, 40),    # 9.4x down vertically: past the AVX2 vertical loop
+              (40, 375)]    # height kept
+
+
+@needs_ext
+@pytest.mark.skipif(_jpeg is None or not getattr(_jpeg, "AVX2", 0), reason="the loops named are the AVX2 ones")
+def test_every_resampling_loop_is_pils_arithmetic_at_every_window_width():
+    """The AVX2 plane loop (8 outputs at a time, tails of any width, mirrored through its tables), the
+    AVX2 vertical loop (16 values at a time, odd and even tap counts) and the loops they fall back to:
+    each reached (``_loops`` names the loops a window runs), each equal to PIL's resize-then-crop, bit
+    for bit, through ``decode_resized_window`` and ``resized_window``."""
+    data = photo_jpeg(PHOTOS[0][0], (500, 375))
+    full = np.ascontiguousarray(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    seen = set()
+    for rw, rh in LOOP_SIZES:
+        ref_img = Image.open(io.BytesIO(data)).convert("RGB").resize((rw, rh), Image.BILINEAR)
+        rng = random.Random(rw)
+        for cw in sorted({1, 5, 8, 15, 16, 17, 24, 33, 220, 227, rw} & set(range(1, rw + 1))):
+            ch = min(rh, rng.choice([1, 7, 16, 17, 100, 227]))
+            for flip in (False, True):
+                x0, y0 = rng.randint(0, rw - cw), rng.randint(0, rh - ch)
+                h, v = _jpeg._loops(500, 375, rw, rh, x0, y0, cw, ch, flip)
+                seen |= {("h", h), ("v", v)}
+                ref = np.asarray(ref_img.crop((x0, y0, x0 + cw, y0 + ch)))
+                ref = ref[:, ::-1] if flip else ref
+                for out in (_jpeg.decode_resized_window(data, 500, 375, rw, rh, x0, y0, cw, ch, flip),
+                            _jpeg.resized_window(full, 500, 375, rw, rh, x0, y0, cw, ch, flip)):
+                    got = np.frombuffer(out, np.uint8).reshape(3, ch, cw).transpose(1, 2, 0)
+                    assert np.array_equal(got, ref), ((rw, rh), x0, y0, cw, ch, flip, h, v)
+    assert seen == {("h", "planes2"), ("h", "planes"), ("h", "rows"), ("h", "copy"),
+                    ("v", "avx2"), ("v", "rows"), ("v", "copy")}
+
+
 @needs_ext
 @pytest.mark.parametrize("kind", ["420", "444", "gray", "progressive"])
 def test_a_crop_box_resized_is_pils_crop_then_resize_bit_for_bit(kind):
