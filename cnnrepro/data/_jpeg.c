@@ -383,9 +383,9 @@ __attribute__((target("sse4.1"))) static void hpass_row_sse41(const unsigned cha
  * three planes; then 8 outputs of a plane at once, 4 per 128-bit lane: a lane's 4 outputs read
  * their taps from one 16-byte load, a byte shuffle per tap pair puts the pair's two pixels of each
  * output side by side as int16, and madd_epi16 weighs them. Mirroring is in the tables: the
- * outputs are taken in the order they are stored. build_hplan returns NULL (the loops above run
- * instead) when a lane's 4 outputs span more than 16 input columns: scales above about 3.
- * The tables: HPlan, above. */
+ * outputs are taken in the order they are stored. build_hplan returns NULL when a lane's 4
+ * outputs span more than 16 input columns (scales above about 3.3): the per-pixel loops above
+ * (SSE4.1 or scalar) run instead. The tables: HPlan, above. */
 
 static unsigned char deint_mask[3][3][16]; /* [channel][source 16 bytes][out byte]: set at import */
 
@@ -894,7 +894,7 @@ static PyObject *py_resized_window(PyObject *self, PyObject *args) {
 
 /* _loops(W, H, RW, RH, x0, y0, cw, ch, flip) -> (horizontal, vertical): which loops a window runs,
  * for the tests that must reach every one: "copy" (size unchanged), "planes2"/"planes" (AVX2 plane
- * loop, 2 or more tap pairs), "rows" (the row loops: AVX2 two rows, SSE4.1 or scalar); vertical
+ * loop, 2 or more tap pairs), "rows" (the per-pixel row loops: SSE4.1 or scalar); vertical
  * "avx2" or "rows" (vaccumulate) */
 static PyObject *py_loops(PyObject *self, PyObject *args) {
     Window w;
